@@ -1,0 +1,117 @@
+"""`textsweep`: thin commands over the modules. TensorFlow is imported only by commands that need it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from textsweep import __version__
+from textsweep.errors import TextsweepError
+
+DEFAULT_SWEEP_FILE = "sweeps/quick.yaml"
+
+
+def _quiet_libraries() -> None:
+    # TensorFlow's C++ start-up chatter and MLflow's per-run INFO lines drown the progress lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    import mlflow  # noqa: F401  (MLflow sets its loggers' levels on import, so quieten them after)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|keras)\.")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from textsweep.config import load_config
+    from textsweep.tracking import run_training, tracking_uri, redact, ui_command
+
+    config = load_config(args.config)
+    _quiet_libraries()
+    run_id, metrics = run_training(config)
+    print(f"training run {run_id} in experiment {config.name!r}: test_accuracy {metrics['test_accuracy']:.4f}")
+    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from textsweep.config import load_config
+
+    config = load_config(args.config)
+    _quiet_libraries()
+    from textsweep.tracking import redact, run_sweep, tracking_uri, ui_command
+
+    try:
+        result = run_sweep(config, quiet=args.quiet, restart=args.restart)
+    except KeyboardInterrupt:
+        print(
+            f"\nsweep {config.name!r} interrupted: the running trial's run is KILLED, finished trials are kept.\n"
+            f"resume with the same command: textsweep sweep --config {args.config}",
+            file=sys.stderr,
+        )
+        return 130
+    objective = f"best_{config.search.objective}"
+    table = result.leaderboard
+    print(f"\nsweep run {result.sweep_run_id} in experiment {config.name!r}: "
+          f"{len(table)} finished trials in {result.elapsed_s / 60:.1f} min" + (" (resumed)" if result.resumed else ""))
+    if not table.empty:
+        print("top trials:")
+        print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
+    if config.search.promote:
+        from textsweep.registry import promote
+
+        print(promote(config, sweep_run_id=result.sweep_run_id).summary())
+    return 0 if not table.empty else 1
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from textsweep.config import load_config
+
+    print(load_config(args.file).to_yaml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textsweep",
+        description="Hyperparameter sweeps for LSTM text classifiers with KerasTuner, tracked in MLflow.",
+    )
+    parser.add_argument("--version", action="version", version=f"textsweep {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train the sweep file's `defaults` once, tracked in MLflow")
+    train.add_argument("--config", default=DEFAULT_SWEEP_FILE, help=f"sweep file (default: {DEFAULT_SWEEP_FILE})")
+    train.set_defaults(handler=cmd_train)
+
+    sweep = commands.add_parser("sweep", help="run or resume a KerasTuner search, one MLflow run per trial")
+    sweep.add_argument("--config", default=DEFAULT_SWEEP_FILE, help=f"sweep file (default: {DEFAULT_SWEEP_FILE})")
+    sweep.add_argument("--quiet", action="store_true", help="no live progress lines (for CI logs)")
+    sweep.add_argument("--restart", action="store_true", help="discard this sweep's saved tuner state and start over")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    sweeps = commands.add_parser("sweeps", help="inspect sweep files")
+    sweeps_commands = sweeps.add_subparsers(dest="sweeps_command", required=True)
+    show = sweeps_commands.add_parser("show", help="print a sweep file with every default filled in")
+    show.add_argument("file", type=Path)
+    show.set_defaults(handler=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except TextsweepError as exc:
+        print(f"textsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntextsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

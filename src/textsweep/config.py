@@ -1,0 +1,226 @@
+"""Typed sweep configuration, loaded and validated from a sweep file (YAML).
+
+Every default lives here, once: the `defaults` section defaults to seed A's notebook
+(../shared/SEEDS.md). A validation error names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from textsweep.errors import ConfigError
+
+# The hyperparameters a sweep may search; every other training setting is fixed per sweep.
+SWEPT_PARAMS = (
+    "max_features",
+    "embed_dim",
+    "lstm_out",
+    "spatial_dropout",
+    "dropout",
+    "recurrent_dropout",
+    "batch_size",
+)
+ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
+
+class _Section(BaseModel):
+    # Unknown keys are errors (with a did-you-mean), never silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    source: str = "imdb"
+    text_column: str = "text"
+    label_column: str = "label"
+    # Two string labels mapped explicitly to 0/1, e.g. {negative: 0, positive: 1}.
+    label_map: dict[str, Literal[0, 1]] | None = None
+    encoding: str = "utf-8"
+    limit: int | None = Field(default=None, ge=10)
+    test_size: float = Field(default=0.33, gt=0, lt=1)
+    val_size: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _splits_leave_training_rows(self) -> DataConfig:
+        if self.test_size + self.val_size >= 0.9:
+            raise ValueError(
+                f"test_size + val_size is {self.test_size + self.val_size:.2f}; "
+                "keep it below 0.9 so the training split is not starved"
+            )
+        if self.label_map is not None and set(self.label_map.values()) != {0, 1}:
+            raise ValueError("label_map must map one label to 0 and another to 1")
+        return self
+
+
+class TrainingParams(_Section):
+    """One training run's hyperparameters (seed A's values by default)."""
+
+    max_features: int = Field(default=2000, ge=2)
+    embed_dim: int = Field(default=128, ge=1)
+    lstm_out: int = Field(default=196, ge=1)
+    spatial_dropout: float = Field(default=0.4, ge=0, lt=1)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    recurrent_dropout: float = Field(default=0.2, ge=0, lt=1)
+    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=7, ge=1)
+    maxlen: int | None = Field(default=None, ge=1)  # None = longest training sequence
+    # Seed A: Dense(2, softmax); seed B: Dense(1, sigmoid).
+    output: Literal["softmax", "sigmoid"] = "softmax"
+    learning_rate: float = Field(default=0.001, gt=0)
+    mixed_precision: bool = False
+    seed: int = 42
+
+
+class SpaceEntry(_Section):
+    """One searched hyperparameter: `{values: [...]}` or `{min, max, step}` / `{min, max, sampling: log}`."""
+
+    values: list[float] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = Field(default=None, gt=0)
+    sampling: Literal["linear", "log"] = "linear"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SpaceEntry:
+        if self.values is not None:
+            if self.min is not None or self.max is not None or self.step is not None:
+                raise ValueError("give either values or min/max, not both")
+            if not self.values:
+                raise ValueError("values is empty; list at least one value")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError("give values: [...] or both min and max")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g}); swap them")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError("sampling: log needs min > 0")
+        return self
+
+    def bounds(self) -> list[float]:
+        return list(self.values) if self.values is not None else [self.min, self.max]
+
+
+class SearchConfig(_Section):
+    algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "random"
+    max_trials: int = Field(default=20, ge=1)
+    objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    space: dict[str, SpaceEntry] = Field(default_factory=dict)
+    patience: int | None = Field(default=None, ge=1)  # early stopping on the objective
+    hyperband_factor: int = Field(default=3, ge=2)
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    promote: bool = False
+
+    @model_validator(mode="after")
+    def _known_params(self) -> SearchConfig:
+        for name in self.space:
+            if name not in SWEPT_PARAMS:
+                raise ValueError(f"unknown hyperparameter {name!r}{_did_you_mean(name, SWEPT_PARAMS)}")
+        if self.algorithm == "grid":
+            for name, entry in self.space.items():
+                if entry.values is None and entry.step is None:
+                    raise ValueError(
+                        f"grid search needs discrete values: give space.{name} a step or values"
+                    )
+        return self
+
+
+class RegistryConfig(_Section):
+    model_name: str | None = None  # None = the sweep's name
+    alias: str = "champion"
+
+
+class SweepConfig(_Section):
+    name: str = Field(min_length=1)  # the MLflow experiment
+    data: DataConfig = Field(default_factory=DataConfig)
+    defaults: TrainingParams = Field(default_factory=TrainingParams)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _space_values_are_valid_params(self) -> SweepConfig:
+        # Every end of every range must itself be a valid training value (a dropout of 1.2 is
+        # refused here, not in trial 7).
+        for name, entry in self.search.space.items():
+            for value in entry.bounds():
+                try:
+                    params_with(self.defaults, {name: value})
+                except ValidationError as exc:
+                    reason = exc.errors()[0]["msg"]
+                    raise ValueError(f"search.space.{name}: {value:g} is not allowed: {reason}") from None
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def params_with(defaults: TrainingParams, overrides: dict[str, Any]) -> TrainingParams:
+    """`defaults` with some values replaced, validated; integer params are cast from floats."""
+    values = defaults.model_dump()
+    for name, value in overrides.items():
+        integer = isinstance(values[name], int) and not isinstance(values[name], bool)
+        values[name] = int(round(value)) if integer and value is not None else value
+    return TrainingParams.model_validate(values)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(choices)}"
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    """The keys allowed where `loc` points, for did-you-mean suggestions."""
+    model: type[BaseModel] = SweepConfig
+    parts = [str(p) for p in loc[:-1]]
+    while parts:
+        part = parts.pop(0)
+        if model is SearchConfig and part == "space":
+            parts = parts[1:]  # skip the hyperparameter's name: search.space.<name>.<key>
+            model = SpaceEntry
+        else:
+            model = model.model_fields[part].annotation
+    return list(model.model_fields)
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where!r}{_did_you_mean(str(loc[-1]), _section_fields(loc))}"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and error["type"] not in ("value_error",):
+        return f"{where}: {message} (got {error['input']!r})"
+    return f"{where}: {message}" if loc else message
+
+
+def parse_config(raw: Any, *, source: str = "<sweep file>") -> SweepConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping with at least `name:`, got {type(raw).__name__}")
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"{source}: invalid sweep file:\n  {problems}") from None
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"sweep file {str(path)!r} not found; pass an existing file, e.g. --config sweeps/quick.yaml"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, source=str(path))

@@ -1,0 +1,53 @@
+"""Figures logged as artifacts (matplotlib, headless): pure functions from numbers to figures."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: sweeps run on servers and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def learning_curves(history: dict[str, list[float]], title: str) -> Figure:
+    """Loss and accuracy per epoch, training beside validation."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for name, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            values = history.get(name)
+            if values:
+                axis.plot(range(1, len(values) + 1), values, style, label=name)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    return figure
+
+
+def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str) -> Figure:
+    """One line per trial across the swept params and the objective, coloured by the objective."""
+    columns = [*params, objective]
+    table = trials[columns].astype(float)
+    low, high = table.min(), table.max()
+    span = (high - low).replace(0, 1.0)
+    scaled = (table - low) / span
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(columns)), 4.5), constrained_layout=True)
+    colours = plt.cm.viridis((table[objective] - low[objective]) / span[objective])
+    order = np.argsort(table[objective].to_numpy())  # best trials drawn last, on top
+    for row in order:
+        axis.plot(range(len(columns)), scaled.iloc[row].to_numpy(), color=colours[row], alpha=0.8, linewidth=1.8)
+    axis.set_xticks(range(len(columns)), columns, rotation=20)
+    for position, column in enumerate(columns):
+        axis.axvline(position, color="grey", linewidth=0.6)
+        axis.annotate(f"{high[column]:g}", (position, 1.02), ha="center", fontsize=8)
+        axis.annotate(f"{low[column]:g}", (position, -0.06), ha="center", fontsize=8)
+    axis.set_ylim(-0.1, 1.08)
+    axis.set_yticks([])
+    scalar = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(low[objective], high[objective]))
+    figure.colorbar(scalar, ax=axis, label=objective)
+    axis.set_title(f"{len(table)} trials: swept hyperparameters vs {objective}")
+    return figure

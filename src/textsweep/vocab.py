@@ -1,0 +1,141 @@
+"""Seed A's vocabulary: Keras `Tokenizer(num_words=max_features)` semantics, fitted once.
+
+Keras 3 removed `keras.preprocessing.text.Tokenizer`, and `TextVectorization` differs from it
+(it adds an OOV id and ranks ties differently), so the seed's semantics are reimplemented here
+exactly:
+- words are split as `text_to_word_sequence` did: lowercase, the default filter characters
+  become spaces, split on ' ', empty strings dropped;
+- words are ranked by count, descending, ties in order of first appearance, ranks from 1;
+- encoding keeps only ranks < max_features and drops other words (no OOV token);
+- sequences are pre-padded and pre-truncated with 0 (`keras.utils.pad_sequences`).
+
+The vocabulary is fitted once on the full training split; a trial caps it at its own
+`max_features` without re-fitting, because the ranks do not depend on the cap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textsweep.data import PreparedData
+
+# `keras.preprocessing.text.Tokenizer`'s default `filters`.
+KERAS_TOKENIZER_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+_FILTER_TO_SPACE = str.maketrans({c: " " for c in KERAS_TOKENIZER_FILTERS})
+VOCABULARY_FORMAT = "textsweep.vocabulary/1"
+
+
+def split_words(text: str) -> list[str]:
+    """Keras `text_to_word_sequence(text)` with its defaults."""
+    return [word for word in text.lower().translate(_FILTER_TO_SPACE).split(" ") if word]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Words by rank: `words[0]` has id 1. `maxlen` is the padded length, once a trial fixes it."""
+
+    words: tuple[str, ...]
+    maxlen: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ids", {word: rank for rank, word in enumerate(self.words, start=1)})
+
+    @property
+    def size(self) -> int:
+        """Ids in use, padding included: a `max_features` at or above this keeps every word."""
+        return len(self.words) + 1
+
+    def capped(self, max_features: int, maxlen: int | None = None) -> Vocabulary:
+        """The vocabulary a model with `Embedding(max_features, ...)` sees: ranks < max_features."""
+        return Vocabulary(self.words[: max(max_features - 1, 0)], maxlen)
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids of the known words of each text (unknown words are dropped, not replaced)."""
+        ids = self._ids  # type: ignore[attr-defined]
+        return [
+            np.fromiter((ids[w] for w in split_words(text) if w in ids), dtype=np.int32) for text in texts
+        ]
+
+    def encode_padded(self, texts: list[str]) -> np.ndarray:
+        """Encode and pad to this vocabulary's `maxlen` (what serving feeds the model)."""
+        if self.maxlen is None:
+            raise ValueError("this vocabulary has no maxlen; cap it with a maxlen first")
+        return pad(self.encode(texts), self.maxlen)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": VOCABULARY_FORMAT, "maxlen": self.maxlen, "words": list(self.words)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocabulary:
+        payload = json.loads(text)
+        if payload.get("format") != VOCABULARY_FORMAT:
+            raise ValueError(f"not a textsweep vocabulary (format {payload.get('format')!r})")
+        return cls(tuple(payload["words"]), payload.get("maxlen"))
+
+    def save(self, path: Path) -> Path:
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Vocabulary:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def fit_vocabulary(texts: list[str]) -> Vocabulary:
+    """Rank every word of `texts` as `Tokenizer.fit_on_texts` does."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(split_words(text))
+    # Counter keeps first-appearance order and `sorted` is stable, so ties stay in that order,
+    # exactly like the Tokenizer's `wcounts.sort(key=..., reverse=True)`.
+    ranked = sorted(counts.items(), key=lambda item: item[1], reverse=True)
+    return Vocabulary(tuple(word for word, _ in ranked))
+
+
+def pad(sequences: list[np.ndarray], maxlen: int) -> np.ndarray:
+    from keras.utils import pad_sequences  # deferred: importing Keras costs seconds
+
+    return pad_sequences(sequences, maxlen=maxlen, padding="pre", truncating="pre", value=0)
+
+
+def cap_ids(sequences: list[np.ndarray], max_features: int) -> list[np.ndarray]:
+    """Drop ids >= max_features: the Tokenizer's `num_words` cut, applied to encoded text."""
+    return [seq[seq < max_features] for seq in sequences]
+
+
+@dataclass(frozen=True)
+class EncodedSplits:
+    """Every split encoded once with the full training vocabulary; trials only cap and pad."""
+
+    vocabulary: Vocabulary
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    test: list[np.ndarray]
+    labels: dict[str, np.ndarray]
+
+    def resolve_maxlen(self, max_features: int, maxlen: int | None) -> int:
+        """`maxlen`, or the longest capped training sequence (seed A: `pad_sequences` without maxlen)."""
+        if maxlen is not None:
+            return maxlen
+        return max(1, max(int(np.count_nonzero(seq < max_features)) for seq in self.train))
+
+    def arrays(self, split: str, max_features: int, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
+        """Padded ids and labels of one split, as a model with this `max_features` sees them."""
+        return pad(cap_ids(getattr(self, split), max_features), maxlen), self.labels[split]
+
+
+def encode_splits(data: PreparedData) -> EncodedSplits:
+    """Fit the vocabulary on the training split only (so test words stay unseen) and encode all."""
+    vocabulary = fit_vocabulary(data.train.texts)
+    return EncodedSplits(
+        vocabulary,
+        train=vocabulary.encode(data.train.texts),
+        val=vocabulary.encode(data.val.texts),
+        test=vocabulary.encode(data.test.texts),
+        labels={"train": data.train.labels, "val": data.val.labels, "test": data.test.labels},
+    )
