@@ -98,7 +98,8 @@ def download_from_hub(source: str) -> Path:
     except LocalEntryNotFoundError:
         raise DataError(
             f"cannot download {source!r}: the Hugging Face Hub is unreachable and the file is not "
-            "in the local Hugging Face cache. Connect once (the file is then cached), or set "
+            "in the local Hugging Face cache. Connect once (the file is then cached; HF_HUB_OFFLINE=1 "
+            "skips the network retries after that), or set "
             "data.source to `imdb` (embedded, offline) or to a local .csv/.tsv/.parquet file."
         ) from None
     except HfHubHTTPError as exc:

@@ -413,8 +413,10 @@ def mark_interrupted_trials(client: MlflowClient, experiment: str, sweep_run_id:
 
 
 def tuner_directory(name: str) -> Path:
-    """KerasTuner's state (oracle, trials, checkpoints) lives beside the default store."""
-    return STORE_DIR / "tuner" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    """KerasTuner's state (oracle, trials, checkpoints): beside a SQLite store, else under ./mlruns."""
+    uri = tracking_uri()
+    root = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else STORE_DIR
+    return root / "tuner" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 @dataclass

@@ -92,7 +92,8 @@ def fit_arguments(config: SweepConfig) -> dict[str, Any]:
 
 def sweep_identity(config: SweepConfig, data_fingerprint: str) -> dict[str, str]:
     """What must not change between a sweep and its resume: the search and the data."""
-    search = config.search.model_dump(mode="json", exclude={"promote", "max_consecutive_failures"})
+    # The budget may grow between runs (extend a sweep); what is searched, and on what, may not.
+    search = config.search.model_dump(mode="json", exclude={"promote", "max_consecutive_failures", "max_trials"})
     defaults = config.defaults.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps([search, defaults], sort_keys=True).encode()).hexdigest()[:16]
     return {"search_digest": digest, "data_fingerprint": data_fingerprint}

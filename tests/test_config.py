@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from textsweep.config import SweepConfig, load_config, parse_config, params_with
+from textsweep.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_of(raw) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, source="my.yaml")
+    return str(caught.value)
+
+
+def test_defaults_are_seed_a():
+    config = parse_config({"name": "x"})
+    d = config.defaults
+    assert (d.max_features, d.embed_dim, d.lstm_out, d.batch_size, d.epochs) == (2000, 128, 196, 32, 7)
+    assert (d.spatial_dropout, d.dropout, d.recurrent_dropout, d.maxlen, d.output) == (0.4, 0.2, 0.2, None, "softmax")
+    assert (config.data.test_size, config.data.seed) == (0.33, 42)
+    assert config.registry.alias == "champion" and config.model_name == "x"
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_files_load(path):
+    config = load_config(path)
+    assert isinstance(config, SweepConfig) and config.search.space
+
+
+def test_public_keys_of_the_issue_example_load():
+    example = """
+name: uz-seed
+data: {source: hf://datasets/adkhamboy/sentiment-uz/sentiment_uz.csv, text_column: text, label_column: label,
+       limit: null, test_size: 0.33, val_size: 0.1, seed: 42}
+defaults: {max_features: 2000, embed_dim: 128, lstm_out: 196, spatial_dropout: 0.4, dropout: 0.2,
+           recurrent_dropout: 0.2, batch_size: 32, epochs: 7, maxlen: null}
+search:
+  algorithm: random
+  max_trials: 20
+  objective: val_accuracy
+  space:
+    max_features: {values: [1000, 2000, 4000]}
+    embed_dim: {min: 32, max: 256, step: 32}
+registry: {model_name: uz-sentiment, alias: champion}
+"""
+    config = parse_config(yaml.safe_load(example))
+    assert config.search.space["embed_dim"].step == 32 and config.model_name == "uz-sentiment"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"name": "x", "search": {"max_trails": 3}}, "unknown key 'search.max_trails'; did you mean 'max_trials'?"),
+        ({"name": "x", "dta": {}}, "did you mean 'data'?"),
+        ({"name": "x", "search": {"space": {"lstm_ot": {"values": [8]}}}}, "did you mean 'lstm_out'?"),
+        ({"name": "x", "search": {"space": {"lstm_out": {"vals": [8]}}}}, "did you mean 'values'?"),
+        ({"name": "x", "search": {"space": {"embed_dim": {"min": 64, "max": 32}}}}, "min (64) is greater than max (32)"),
+        ({"name": "x", "defaults": {"dropout": 1.0}}, "defaults.dropout: Input should be less than 1"),
+        ({"name": "x", "search": {"space": {"dropout": {"min": 0, "max": 1.5}}}}, "search.space.dropout: 1.5 is not allowed"),
+        ({"name": "x", "search": {"max_trials": 0}}, "search.max_trials: Input should be greater than or equal to 1"),
+        ({"name": "x", "defaults": {"batch_size": 0}}, "defaults.batch_size: Input should be greater than or equal to 1"),
+        ({"name": "x", "search": {"algorithm": "sobol"}}, "search.algorithm: Input should be 'random', 'bayesian', 'hyperband' or 'grid'"),
+        ({"name": "x", "search": {"algorithm": "grid", "space": {"dropout": {"min": 0, "max": 0.5}}}}, "grid search needs discrete values"),
+        ({"data": {}}, "name: required key is missing"),
+        ([1, 2], "expected a YAML mapping"),
+    ],
+)
+def test_invalid_sweep_files_name_the_key_and_the_fix(raw, expected):
+    message = error_of(raw)
+    assert message.startswith("my.yaml") and expected in message
+
+
+def test_missing_sweep_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found; pass an existing file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_params_with_casts_integer_hyperparameters():
+    params = params_with(parse_config({"name": "x"}).defaults, {"embed_dim": 64.0, "dropout": 0.3})
+    assert params.embed_dim == 64 and isinstance(params.embed_dim, int) and params.dropout == 0.3

@@ -1,0 +1,141 @@
+"""`mlflow run` and the CLI end to end, asserting on what MLflow stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import PROJECT_ROOT, write_sweep_file
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+
+def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | env
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        environment.pop(name, None)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def mlflow_run(entry_point: str, config: Path, store: Path) -> subprocess.CompletedProcess:
+    uri = f"sqlite:///{store / 'mlruns' / 'mlflow.db'}"
+    result = run(
+        [str(BIN / "mlflow"), "run", str(PROJECT_ROOT), "-e", entry_point, "--env-manager", "local", "-P", f"config={config}"],
+        cwd=store,
+        MLFLOW_TRACKING_URI=uri,
+        # tiny trials last seconds: sample system metrics every second so each trial gets some
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
+        MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING="1",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    mlflow.set_tracking_uri(uri)
+    return result
+
+
+def runs_of(experiment_name: str):
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, f"no experiment {experiment_name!r}"
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def logged_models_of(run):
+    """The run's MLflow 3 LoggedModels, checked to hold a loadable Keras model."""
+    model_ids = [output.model_id for output in run.outputs.model_outputs]
+    for model_id in model_ids:
+        assert mlflow.get_logged_model(model_id).source_run_id == run.info.run_id
+    return model_ids
+
+
+def test_mlflow_run_train_logs_one_complete_run(store, uz_slice):
+    config = write_sweep_file(store / "train.yaml", name="uz-train", source=str(uz_slice))
+    mlflow_run("train", config, store)
+    client, runs = runs_of("uz-train")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["textsweep.kind"] == "train"
+    params = run.data.params
+    for name, value in {"max_features": "400", "embed_dim": "8", "lstm_out": "8", "batch_size": "64", "epochs": "2",
+                        "spatial_dropout": "0.4", "dropout": "0.2", "recurrent_dropout": "0.0"}.items():
+        assert params[name] == value, name
+    assert len(params["data_fingerprint"]) == 16
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [0, 1], metric
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    tags = run.data.tags
+    assert tags["textsweep.device"] == "CPU" and tags["textsweep.tensorflow_version"].startswith("2.21")
+    assert "textsweep.git_commit" in tags or "mlflow.source.git.commit" in tags
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"uz-train-train", "uz-train-val", "uz-train-test"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "tokenizer")] == ["tokenizer/vocabulary.json"]
+    vocabulary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/tokenizer/vocabulary.json")
+    assert '"format": "textsweep.vocabulary/1"' in vocabulary
+    (model_id,) = logged_models_of(run)
+    keras_model = mlflow.tensorflow.load_model(f"models:/{model_id}")
+    assert keras_model.layers[0].input_dim == 400
+    # the run `mlflow run` opened in the Default experiment points to the real one
+    default = client.get_experiment_by_name("Default")
+    launcher = client.search_runs([default.experiment_id])
+    assert [r.data.tags.get("textsweep.run_id") for r in launcher] == [run.info.run_id]
+    # artifacts stay beside the store
+    assert (store / "mlruns" / "artifacts").is_dir()
+
+
+def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, uz_slice):
+    config = write_sweep_file(store / "sweep.yaml", name="uz-sweep", source=str(uz_slice))
+    result = mlflow_run("sweep", config, store)
+    assert "top trials:" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
+    client, runs = runs_of("uz-sweep")
+    parents = [r for r in runs if r.data.tags.get("textsweep.kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("textsweep.kind") == "trial"]
+    assert len(parents) == 1 and len(trials) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parent.info.run_id}
+    assert sorted(t.data.tags["textsweep.trial_id"] for t in trials) == ["0", "1", "2"]
+    assert {t.data.tags["textsweep.tuner_id"] for t in trials} == {"tuner0"}
+    swept = ("max_features", "embed_dim", "lstm_out", "dropout", "batch_size")
+    assert len({tuple(t.data.params[p] for p in swept) for t in trials}) == 3  # distinct configurations
+    for trial in trials:
+        run_id = trial.info.run_id
+        assert trial.info.status == "FINISHED"
+        assert trial.data.params["spatial_dropout"] == "0.4"  # not searched: stays at its default
+        assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [0, 1]
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(trial.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(run_id)}
+        assert {"tokenizer", "learning_curves.png"} <= artifacts
+        capped = mlflow.artifacts.load_text(f"runs:/{run_id}/tokenizer/vocabulary.json")
+        assert capped.count('",') + 1 <= int(trial.data.params["max_features"])  # capped at the trial's cap
+        assert len(logged_models_of(trial)) == 1
+    best = max(trials, key=lambda t: t.data.metrics["best_val_accuracy"])
+    assert parent.data.tags["textsweep.best_trial_id"] == best.data.tags["textsweep.trial_id"]
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.yaml", "leaderboard.csv", "parallel_coordinates.png"} <= artifacts
+    assert parent.data.params["algorithm"] == "random" and parent.data.params["max_trials"] == "3"
+
+
+def test_cli_errors_are_one_clear_line_and_leave_no_run(store, uz_slice):
+    textsweep = str(BIN / "textsweep")
+    bad_data = write_sweep_file(store / "bad.yaml", name="bad", source=str(store / "missing.csv"))
+    result = run([textsweep, "train", "--config", str(bad_data)], cwd=store)
+    assert result.returncode == 2
+    assert "data file" in result.stderr and "not found" in result.stderr and "Traceback" not in result.stderr
+    typo = store / "typo.yaml"
+    typo.write_text("name: x\nsearch:\n  max_trails: 3\n")
+    result = run([textsweep, "sweep", "--config", str(typo)], cwd=store)
+    assert result.returncode == 2 and "did you mean 'max_trials'?" in result.stderr and "Traceback" not in result.stderr
+    result = run([textsweep, "sweep", "--config", str(store / "absent.yaml")], cwd=store)
+    assert result.returncode == 2 and "absent.yaml' not found" in result.stderr
+    unreachable = run([textsweep, "train", "--config", str(write_sweep_file(store / "ok.yaml", name="ok", source=str(uz_slice)))],
+                      cwd=store, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr and "Traceback" not in unreachable.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    if (store / "mlruns" / "mlflow.db").exists():
+        assert MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()]) == []

@@ -1,0 +1,69 @@
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from textsweep.config import SpaceEntry, TrainingParams
+from textsweep.model import LstmHyperModel, build_model, lstm_kernel, params_from_hp
+
+
+def layer_summary(model):
+    return [(type(layer).__name__, layer.count_params()) for layer in model.layers]
+
+
+def test_seed_a_architecture_and_parameter_count():
+    model = build_model(TrainingParams())
+    assert [name for name, _ in layer_summary(model)] == ["Embedding", "SpatialDropout1D", "LSTM", "Dense"]
+    assert model.count_params() == 511_194  # the notebook's model summary
+    lstm = model.layers[2]
+    assert (lstm.units, lstm.dropout, lstm.recurrent_dropout) == (196, 0.2, 0.2)
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_seed_b_is_reachable_through_params():
+    params = TrainingParams(max_features=5000, embed_dim=32, lstm_out=100, spatial_dropout=0, dropout=0,
+                            recurrent_dropout=0, output="sigmoid", batch_size=64, epochs=3, maxlen=500, seed=7)
+    model = build_model(params)
+    assert [name for name, _ in layer_summary(model)] == ["Embedding", "LSTM", "Dense"]
+    assert model.count_params() == 5000 * 32 + 4 * (100 * (32 + 100) + 100) + 101
+    assert model.loss == "binary_crossentropy"
+
+
+def test_build_is_seeded():
+    a, b = build_model(TrainingParams(embed_dim=4, lstm_out=4)), build_model(TrainingParams(embed_dim=4, lstm_out=4))
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_lstm_kernel_choice():
+    assert lstm_kernel(TrainingParams(recurrent_dropout=0.2), gpu=True) == "generic"
+    assert lstm_kernel(TrainingParams(recurrent_dropout=0.0), gpu=False) == "fused"
+    assert lstm_kernel(TrainingParams(recurrent_dropout=0.0), gpu=True) == "cudnn"
+
+
+SPACE = {
+    "max_features": SpaceEntry(values=[1000, 2000]),
+    "embed_dim": SpaceEntry(min=32, max=256, step=32),
+    "dropout": SpaceEntry(min=0.0, max=0.5, step=0.1),
+    "batch_size": SpaceEntry(min=16, max=256, sampling="log"),
+}
+
+
+def test_hp_mapping_declares_only_the_searched_params_and_keeps_defaults():
+    hp = kt.HyperParameters()
+    params = params_from_hp(hp, TrainingParams(), SPACE)
+    declared = {p.name: type(p).__name__ for p in hp.space}
+    assert declared == {"max_features": "Choice", "embed_dim": "Int", "dropout": "Float", "batch_size": "Int"}
+    assert hp.space[3].sampling == "log"
+    # first values of a fresh HyperParameters are the defaults of each declaration
+    assert (params.max_features, params.embed_dim, params.dropout, params.batch_size) == (1000, 32, 0.0, 16)
+    assert (params.lstm_out, params.spatial_dropout, params.recurrent_dropout, params.epochs) == (196, 0.4, 0.2, 7)
+
+
+def test_hp_values_become_the_trial_params():
+    hp = kt.HyperParameters()
+    params_from_hp(hp, TrainingParams(), SPACE)
+    hp.values.update({"max_features": 2000, "embed_dim": 96, "dropout": 0.3, "batch_size": 100})
+    params = LstmHyperModel(TrainingParams(), SPACE).params(hp)
+    assert (params.max_features, params.embed_dim, params.dropout, params.batch_size) == (2000, 96, 0.3, 100)
+    model = LstmHyperModel(TrainingParams(), SPACE).build(hp)
+    assert model.layers[0].output_dim == 96 and model.layers[0].input_dim == 2000
