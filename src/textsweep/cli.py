@@ -68,6 +68,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if not table.empty else 1
 
 
+def _no_download_bars() -> None:
+    # Promotion and prediction download a few small artifacts; MLflow's bars would outnumber the answer.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from textsweep.config import load_config
+
+    config = load_config(args.config)
+    _quiet_libraries()
+    _no_download_bars()
+    from textsweep.registry import promote
+
+    print(promote(config, sweep_run_id=args.sweep_run_id).summary())
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    _no_download_bars()
+    from textsweep.registry import predict_texts
+
+    predictions = predict_texts(args.model, args.texts)
+    print("label  probability  text")
+    for row in predictions.itertuples(index=False):
+        print(f"{row.label:>5}  {row.probability:>11.4f}  {row.text}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from textsweep.config import load_config
 
@@ -92,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--quiet", action="store_true", help="no live progress lines (for CI logs)")
     sweep.add_argument("--restart", action="store_true", help="discard this sweep's saved tuner state and start over")
     sweep.set_defaults(handler=cmd_sweep)
+
+    promote = commands.add_parser(
+        "promote", help="evaluate a sweep's best trial on the test split, register it, move the alias if it wins"
+    )
+    promote.add_argument("--config", default=DEFAULT_SWEEP_FILE, help=f"sweep file (default: {DEFAULT_SWEEP_FILE})")
+    promote.add_argument(
+        "--sweep-run-id", default=None, help="sweep run to promote from (default: the experiment's latest finished sweep)"
+    )
+    promote.set_defaults(handler=cmd_promote)
+
+    predict = commands.add_parser("predict", help="label raw texts with a registered model")
+    predict.add_argument("--model", required=True, help="model URI, e.g. models:/uz-sentiment@champion")
+    predict.add_argument("texts", nargs="+", metavar="TEXT", help="raw texts to label (quote each one)")
+    predict.set_defaults(handler=cmd_predict)
 
     sweeps = commands.add_parser("sweeps", help="inspect sweep files")
     sweeps_commands = sweeps.add_subparsers(dest="sweeps_command", required=True)

@@ -104,7 +104,9 @@ class TextClassifier(PythonModel):
         self.vocabulary = Vocabulary.load(Path(context.artifacts[VOCABULARY_ARTIFACT]))
         self.keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # `pd.DataFrame` is the hint MLflow infers no schema from: SIGNATURE is the schema, and with it
+    # MLflow hands over a DataFrame. Called directly, a list of strings works too.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return classify(self.keras_model, self.vocabulary, texts_of(model_input))
 
 

@@ -1,0 +1,88 @@
+"""MLflow's share of a trial: the same KerasTuner trial, tracked and untracked, in one process.
+
+Tracked = textsweep's TrialTracking mixin (nested run, params, per-epoch metrics, system
+metrics, tokenizer, best-epoch model via log_model, learning-curve PNG); untracked = the same
+tuner without it. Runs alternate (untracked, tracked, untracked, ...) so that machine noise hits
+both alike; the medians are compared. Goal: ratio <= 1.02. The ratio is printed last.
+
+    python bench/tracking_overhead.py            # seed A's model, recurrent_dropout 0, on the Uzbek set
+    python bench/tracking_overhead.py --smoke    # seconds: checks that the bench runs (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
+
+
+def sweep_config(smoke: bool):
+    from textsweep.config import parse_config
+
+    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    defaults = {"recurrent_dropout": 0.0, "epochs": 3}  # seed A's model on its fused kernel
+    data = {"source": source, "limit": 4000 if source == "imdb" else None}
+    if smoke:
+        defaults |= {"max_features": 300, "embed_dim": 8, "lstm_out": 8, "epochs": 1, "batch_size": 128}
+        data["limit"] = 400
+    return parse_config({"name": "bench-overhead", "data": data, "defaults": defaults,
+                         "search": {"algorithm": "random", "max_trials": 1}})
+
+
+def timed_trial(config, encoded, directory: Path, tracked: bool) -> float:
+    import mlflow
+
+    from textsweep.tracking import TrialContext, TrialTracking, experiment_id
+    from textsweep.tuning import build_tuner, fit_arguments
+
+    started = time.perf_counter()
+    if tracked:
+        client = mlflow.MlflowClient()
+        experiment = experiment_id(client, config.name)
+        with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep"):
+            tuner = build_tuner(config, directory, mixins=(TrialTracking,), overwrite=True,
+                                trial_context=TrialContext(experiment, encoded, config.search.objective))
+            tuner.search(encoded, **fit_arguments(config))
+    else:
+        tuner = build_tuner(config, directory, overwrite=True)
+        tuner.search(encoded, **fit_arguments(config))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny data and model, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    repeats = 1 if args.smoke else args.repeats
+
+    workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
+    os.chdir(workdir)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from textsweep.tracking import connect, prepare_data
+
+    connect()
+    config = sweep_config(args.smoke)
+    _, encoded = prepare_data(config)
+    timed_trial(config, encoded, workdir / "warmup", tracked=False)  # TF graph and kernel warm-up
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for repeat in range(repeats):
+        for tracked in (False, True):
+            seconds = timed_trial(config, encoded, workdir / f"t{repeat}{tracked}", tracked)
+            times[tracked].append(seconds)
+            print(f"repeat {repeat + 1}/{repeats} {'tracked  ' if tracked else 'untracked'} {seconds:7.2f} s", flush=True)
+    untracked, tracked = statistics.median(times[False]), statistics.median(times[True])
+    print(f"data: {config.data.source}; defaults: {config.defaults.model_dump(include={'max_features', 'embed_dim', 'lstm_out', 'epochs', 'batch_size', 'recurrent_dropout'})}")
+    print(f"median trial: untracked {untracked:.2f} s, tracked {tracked:.2f} s, MLflow adds {tracked - untracked:+.2f} s")
+    print(f"tracking overhead ratio (tracked / untracked, goal <= 1.02): {tracked / untracked:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
