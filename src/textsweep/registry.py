@@ -64,6 +64,7 @@ TAG_TRIAL_RUN = "textsweep.trial_run_id"
 TAG_FINGERPRINT = "textsweep.data_fingerprint"
 TAG_TEST_ROWS = "textsweep.test_rows"
 TAG_GATE = "textsweep.gate"
+TAG_CHAMPION_ACCURACY = "textsweep.champion_test_accuracy"  # the champion's, re-evaluated on this split
 
 
 @dataclass(frozen=True)
@@ -201,8 +202,10 @@ def registered_version(client: MlflowClient, model_name: str, trial_run_id: str)
 
 
 def alias_holder(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    """The version number holding `alias`, as a string, or None."""
     try:
-        return client.get_registered_model(model_name).aliases.get(alias)
+        version = client.get_registered_model(model_name).aliases.get(alias)
+        return None if version is None else str(version)
     except MlflowException as exc:
         if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
@@ -266,23 +269,23 @@ def test_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float
 
 
 def confusion_matrix_figure(labels: np.ndarray, predicted: np.ndarray, title: str) -> Any:
+    from matplotlib.figure import Figure  # built without pyplot, as plots.py does
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    display = ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1], cmap="Blues", colorbar=False)
-    display.ax_.set_title(title)
-    display.figure_.set_size_inches(4.5, 4)
-    display.figure_.tight_layout()
-    return display.figure_
+    figure = Figure(figsize=(4.5, 4), layout="constrained")
+    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1], cmap="Blues", colorbar=False, ax=figure.subplots())
+    figure.axes[0].set_title(title)
+    return figure
 
 
 def roc_curve_figure(labels: np.ndarray, probability: np.ndarray, title: str) -> Any:
+    from matplotlib.figure import Figure
     from sklearn.metrics import RocCurveDisplay
 
-    display = RocCurveDisplay.from_predictions(labels, probability, name="test split", plot_chance_level=True)
-    display.ax_.set_title(title)
-    display.figure_.set_size_inches(5, 4.5)
-    display.figure_.tight_layout()
-    return display.figure_
+    figure = Figure(figsize=(5, 4.5), layout="constrained")
+    RocCurveDisplay.from_predictions(labels, probability, name="test split", plot_chance_level=True, ax=figure.subplots())
+    figure.axes[0].set_title(title)
+    return figure
 
 
 def champion_on_split(
@@ -352,7 +355,7 @@ def version_tags(trial: TrialChoice, data: PreparedData, metrics: dict[str, floa
     } | {f"textsweep.{name}": f"{value:.6g}" for name, value in metrics.items()}
 
 
-def evaluate_and_register(
+def log_and_register(
     client: MlflowClient,
     config: SweepConfig,
     trial: TrialChoice,
@@ -363,8 +366,6 @@ def evaluate_and_register(
     metrics: dict[str, float],
 ) -> ModelVersion:
     """Log the test evaluation and the pyfunc model to the trial's run, then register a version."""
-    import matplotlib.pyplot as plt
-
     labels = data.test.labels
     title = f"trial {trial.trial_id}: test split ({len(labels)} rows)"
     with tempfile.TemporaryDirectory() as workdir, mlflow.start_run(run_id=trial.run_id):
@@ -373,8 +374,7 @@ def evaluate_and_register(
             (confusion_matrix_figure(labels, (probability > 0.5).astype(np.int64), title), "test_confusion_matrix.png"),
             (roc_curve_figure(labels, probability, title), "test_roc_curve.png"),
         ):
-            mlflow.log_figure(figure, artifact)
-            plt.close(figure)
+            mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 80})
         model_info = log_pyfunc_model(keras_model, vocabulary_json, Path(workdir))
     try:
         client.create_registered_model(config.model_name)
@@ -392,6 +392,18 @@ def evaluate_and_register(
             f"test accuracy {metrics['test_accuracy']:.4f} on {len(labels)} rows of data {data.fingerprint}."
         ),
     )
+
+
+def apply_gate(
+    client: MlflowClient, model_name: str, version: str, alias: str, gate: str, champion: Champion | None
+) -> None:
+    """Point `alias` at the version and record on it why; a new champion stops being the challenger."""
+    client.set_registered_model_alias(model_name, alias, version)
+    if alias != CHALLENGER_ALIAS and alias_holder(client, model_name, CHALLENGER_ALIAS) == version:
+        client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
+    client.set_model_version_tag(model_name, version, TAG_GATE, f"@{alias}: {gate}")
+    if champion is not None and champion.reevaluated:
+        client.set_model_version_tag(model_name, version, TAG_CHAMPION_ACCURACY, f"{champion.test_accuracy:.6g}")
 
 
 def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionResult:
@@ -421,29 +433,23 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionRe
         metrics = test_metrics(data.test.labels, probability)
 
     holder = alias_holder(client, model_name, alias)
-    if existing is not None and holder == existing.version:
+    unchanged = existing is not None and holder == str(existing.version)
+    if unchanged:
         champion, won, gate = None, True, "already held by this version; nothing changed"
     else:
         champion = champion_on_split(client, model_name, holder, data) if holder is not None else None
         won, gate = gate_outcome(metrics["test_accuracy"], champion)
 
-    # Everything that can fail has run; now write to the registry.
+    # Everything that can fail has run; only now is the registry written to.
     if existing is None:
-        version = evaluate_and_register(client, config, trial, data, keras_model, vocabulary_json, probability, metrics)
+        version = str(log_and_register(client, config, trial, data, keras_model, vocabulary_json, probability, metrics).version)
     else:
-        version = existing
-    if won:
-        client.set_registered_model_alias(model_name, alias, version.version)
-        if alias_holder(client, model_name, CHALLENGER_ALIAS) == str(version.version):
-            client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
-    else:
-        client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)
-    client.set_model_version_tag(model_name, version.version, TAG_GATE, f"@{alias if won else CHALLENGER_ALIAS}: {gate}")
-    if champion is not None and champion.reevaluated:
-        client.set_model_version_tag(model_name, version.version, "textsweep.champion_test_accuracy", f"{champion.test_accuracy:.6g}")
+        version = str(existing.version)
+    if not unchanged:
+        apply_gate(client, model_name, version, alias if won else CHALLENGER_ALIAS, gate, champion)
     return PromotionResult(
         model_name=model_name,
-        version=str(version.version),
+        version=version,
         alias=alias if won else CHALLENGER_ALIAS,
         won=won,
         created=existing is None,
@@ -465,7 +471,7 @@ def load_classifier(model_uri: str) -> Any:
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
-        message = getattr(exc, "message", str(exc))
+        message = str(getattr(exc, "message", exc)).rstrip(".")
         raise RegistryError(
             f"cannot load model {model_uri!r} from {redact(tracking_uri())}: {message}. Check the name and "
             "alias (textsweep promote registers models:/<registry.model_name>@<registry.alias>) and that "

@@ -16,6 +16,7 @@ the launcher run pointing there, so every result lives where the sweep file says
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -123,7 +124,7 @@ def job_run(
     experiment = experiment_id(client, config.name)
     adopt = launcher_id if launcher_id and client.get_run(launcher_id).info.experiment_id == experiment else None
     run_id = resume_run_id or adopt
-    tags = {TAG_KIND: kind, "textsweep.version": __version__} | environment_tags()
+    tags = {TAG_KIND: kind, "textsweep.version": __version__, **environment_tags()}
     if run_id:
         run = mlflow.start_run(run_id=run_id)
         mlflow.set_tags(tags)
@@ -156,16 +157,18 @@ def end_active_runs(status: str) -> None:
 # ---------------------------------------------------------------- what a run holds
 
 
-def gpu_names() -> list[str]:
+@functools.cache
+def gpu_names() -> tuple[str, ...]:
     import tensorflow as tf
 
     names = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         names.append(details.get("device_name", gpu.name))
-    return names
+    return tuple(names)
 
 
+@functools.cache
 def environment_tags() -> dict[str, str]:
     """Device and software versions; no environment secret is ever read here."""
     import keras
@@ -322,7 +325,7 @@ class TrialTracking:
             run_name=f"trial-{trial.trial_id}",
             nested=True,
             log_system_metrics=True,
-            tags={TAG_TRIAL: trial.trial_id, TAG_TUNER: self.tuner_id, TAG_KIND: "trial"} | environment_tags(),
+            tags={TAG_TRIAL: trial.trial_id, TAG_TUNER: self.tuner_id, TAG_KIND: "trial", **environment_tags()},
         )
         context.run_ids[trial.trial_id] = run.info.run_id
         log_params(params, maxlen)
