@@ -104,3 +104,24 @@ def test_changed_space_under_the_same_name_is_refused_until_restart(store, uz_sl
     assert restarted.returncode == 0, restarted.stderr[-2000:]
     statuses = [r.info.status for r in trial_runs(store, "same")]
     assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3 + 1
+
+
+def test_diverging_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(store, uz_slice):
+    # Adam with a learning rate of 1e30 turns the loss into NaN in the first epoch: every trial fails.
+    config = write_sweep_file(
+        store / "nan.yaml", name="diverges", source=str(uz_slice),
+        defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "epochs": 1, "learning_rate": 1e30, "recurrent_dropout": 0.0},
+    )
+    config.write_text(config.read_text().replace("max_trials: 3", "max_trials: 5\n  max_consecutive_failures: 2"))
+    result = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"],
+                            cwd=store, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "2 trials in a row failed" in result.stderr and "loss became NaN at epoch 0" in result.stderr
+    runs = trial_runs(store, "diverges")
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    for run in runs:
+        assert "loss became NaN" in run.data.tags["textsweep.failure_reason"]
+        assert "loss became NaN" in mlflow.artifacts.load_text(
+            f"{run.info.artifact_uri}/failure.txt")
+    assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "FAILED"

@@ -19,3 +19,7 @@ class TrackingError(TextsweepError):
 
 class RegistryError(TextsweepError):
     """Promotion is impossible (no finished trial, missing artifacts, ...)."""
+
+
+class SweepError(TextsweepError):
+    """The sweep stopped: too many trials in a row failed."""

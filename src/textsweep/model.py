@@ -7,6 +7,7 @@ Seed B: `output: sigmoid`, `spatial_dropout: 0`: Embedding(5000, 32) -> LSTM(100
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -95,8 +96,20 @@ class LstmHyperModel(kt.HyperModel):
         return build_model(self.params(hp))
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, encoded: EncodedSplits, **fit_kwargs: Any):
-        params = self.params(hp)
-        return fit_model(model, params, encoded, **fit_kwargs)
+        """Train one trial. Any failure becomes KerasTuner's `FailedTrialError`, so the trial is
+        recorded as FAILED, the sweep goes on, and the oracle counts consecutive failures."""
+        try:
+            history = fit_model(model, self.params(hp), encoded, **fit_kwargs)
+        except Exception as exc:  # out of memory, a bad kernel, a bug: one trial's problem
+            raise kt.errors.FailedTrialError(f"{type(exc).__name__}: {exc}") from exc
+        losses = history.history.get("loss", [])
+        if any(math.isnan(loss) for loss in losses):
+            first = next(i for i, loss in enumerate(losses) if math.isnan(loss))
+            raise kt.errors.FailedTrialError(
+                f"loss became NaN at epoch {first}: the model diverged (lower defaults.learning_rate, "
+                "or narrow the search space)"
+            )
+        return history
 
 
 def fit_model(model: keras.Model, params: TrainingParams, encoded: EncodedSplits, **fit_kwargs: Any):

@@ -63,15 +63,12 @@ def texts_of(model_input: Any) -> list[str]:
     if TEXT_COLUMN not in model_input.columns:
         raise _bad_request(f"no {TEXT_COLUMN!r} column (got columns {list(model_input.columns)})")
     values = model_input[TEXT_COLUMN].tolist()
-    wrong = [(row, value) for row, value in enumerate(values) if not isinstance(value, str)]
+    wrong = [row for row, value in enumerate(values) if not isinstance(value, str)]
     if wrong:
-        row, value = wrong[0]
-        raise _bad_request(
-            f"{TEXT_COLUMN!r} must hold strings; row {row} is {value!r} ({type(value).__name__}) "
-            f"and {len(wrong) - 1} more rows are not strings"
-            if len(wrong) > 1
-            else f"{TEXT_COLUMN!r} must hold strings; row {row} is {value!r} ({type(value).__name__})"
-        )
+        value = values[wrong[0]]
+        shown = "missing" if value is None or value != value else f"{value!r} ({type(value).__name__})"  # NaN != NaN
+        more = f", and {len(wrong) - 1} more rows are not strings either" if len(wrong) > 1 else ""
+        raise _bad_request(f"{TEXT_COLUMN!r} must hold strings; row {wrong[0]} is {shown}{more}")
     return values
 
 

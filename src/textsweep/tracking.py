@@ -34,7 +34,7 @@ from mlflow.tracking import MlflowClient
 from textsweep import __version__, plots
 from textsweep.config import SWEPT_PARAMS, SweepConfig, TrainingParams
 from textsweep.data import PreparedData, load_data
-from textsweep.errors import TrackingError
+from textsweep.errors import SweepError, TrackingError
 from textsweep.tuning import (
     ProgressReporting,
     build_tuner,
@@ -472,7 +472,17 @@ def run_sweep(config: SweepConfig, *, quiet: bool = False, restart: bool = False
             config, directory, mixins=(TrialTracking, ProgressReporting),
             trial_context=context, quiet=quiet, stream=stream,
         )
-        tuner.search(encoded, **fit_arguments(config))
+        try:
+            tuner.search(encoded, **fit_arguments(config))
+        except RuntimeError as exc:
+            if "consecutive failures" not in str(exc):
+                raise
+            last = str(exc).strip().splitlines()[-1]
+            raise SweepError(
+                f"sweep {config.name!r} stopped: {config.search.max_consecutive_failures} trials in a row failed "
+                f"(search.max_consecutive_failures). Last failure: {last}. The failed trial runs hold "
+                "failure.txt; fix the cause, then rerun the same command to resume."
+            ) from None
         table = log_sweep_summary(client, config, experiment, sweep_run_id)
     return SweepResult(sweep_run_id, experiment, table, bool(resume_id), time.monotonic() - started)
 

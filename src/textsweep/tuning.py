@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
+from keras_tuner.src import config as keras_tuner_config
 
 from textsweep.config import SweepConfig
 from textsweep.errors import ConfigError
@@ -28,6 +29,10 @@ TUNER_CLASSES: dict[str, type[kt.Tuner]] = {
     "grid": kt.GridSearch,
 }
 STATE_FILE = "textsweep_state.json"
+
+# KerasTuner prints the traceback of every failed trial by default; textsweep records it in the
+# trial's MLflow run (failure.txt) and shows one line in the progress instead.
+keras_tuner_config.DEBUG = False
 
 
 def objective(config: SweepConfig) -> kt.Objective:
@@ -204,7 +209,11 @@ class ProgressReporting:
         elapsed = time.monotonic() - self._trial_started
         self._trial_times.append(elapsed)
         score = self.oracle.get_trial(trial.trial_id).score
-        outcome = f"{self.oracle.objective.name} {score:.4f}" if trial.status == "COMPLETED" and score is not None else trial.status
+        if trial.status == "COMPLETED" and score is not None:
+            outcome = f"{self.oracle.objective.name} {score:.4f}"
+        else:
+            reason = (trial.message or "").strip().splitlines()
+            outcome = f"{trial.status}: {reason[-1] if reason else '?'}"[:200]
         self._show(f"{self._trial_prefix} | done {outcome} in {_format_duration(elapsed)} | {self._best_so_far()}", final=True)
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
