@@ -46,9 +46,9 @@ def timed_trial(config, encoded, directory: Path, tracked: bool) -> float:
     if tracked:
         client = mlflow.MlflowClient()
         experiment = experiment_id(client, config.name)
-        with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep"):
-            tuner = build_tuner(config, directory, mixins=(TrialTracking,), overwrite=True,
-                                trial_context=TrialContext(experiment, encoded, config.search.objective))
+        with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep") as sweep_run:
+            context = TrialContext(experiment, encoded, config.search.objective, sweep_run.info.run_id)
+            tuner = build_tuner(config, directory, mixins=(TrialTracking,), overwrite=True, trial_context=context)
             tuner.search(encoded, **fit_arguments(config))
     else:
         tuner = build_tuner(config, directory, overwrite=True)

@@ -26,8 +26,7 @@ GOOD = {"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "e
 HOPELESS = GOOD | {"max_features": 2, "embed_dim": 1, "lstm_out": 1, "epochs": 1, "learning_rate": 1e-5}
 
 
-def sweep_file(directory: Path, name: str, defaults: dict, *, trials: int, data_seed: int = 42,
-               model_name: str = MODEL_NAME) -> Path:
+def sweep_file(directory: Path, name: str, defaults: dict, *, trials: int, data_seed: int = 42) -> Path:
     return write_sweep_file(
         directory / f"{name}.yaml",
         name=name,
@@ -35,17 +34,17 @@ def sweep_file(directory: Path, name: str, defaults: dict, *, trials: int, data_
         data={"source": "reviews.csv", "seed": data_seed},
         defaults=defaults,
         search={"algorithm": "random", "max_trials": trials, "space": {"embed_dim": {"values": [4, 8]}}},
-        registry={"model_name": model_name},
+        registry={"model_name": MODEL_NAME},
     )
 
 
 @dataclass
 class Registry:
-    directory: Path
     good: SweepConfig
     good_file: Path
     good_sweep_run_id: str
     best_run_id: str
+    best_run_ended: int  # the trial run's end time before any promotion
     hopeless: SweepConfig  # same data, worse model
     other_split: SweepConfig  # other data seed: another fingerprint
 
@@ -56,8 +55,11 @@ def registry(tmp_path_factory) -> Registry:
     directory = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(directory)
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
             patch.delenv(name, raising=False)
+        # Absolute: MLflow caches a store per URI string, so the default relative
+        # sqlite:///mlruns/mlflow.db would stay bound to the first directory that used it.
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}")
         uz_rows(400).to_csv(directory / "reviews.csv", index=False)
         good_file = sweep_file(directory, "uz-good", GOOD, trials=2)
         good = load_config(good_file)
@@ -66,7 +68,9 @@ def registry(tmp_path_factory) -> Registry:
         run_sweep(hopeless, quiet=True)
         other_split = load_config(sweep_file(directory, "uz-other-split", HOPELESS, trials=1, data_seed=7))
         run_sweep(other_split, quiet=True)
-        yield Registry(directory, good, good_file, sweep.sweep_run_id, sweep.leaderboard.iloc[0]["run_id"], hopeless, other_split)
+        best_run_id = sweep.leaderboard.iloc[0]["run_id"]
+        ended = MlflowClient().get_run(best_run_id).info.end_time
+        yield Registry(good, good_file, sweep.sweep_run_id, best_run_id, ended, hopeless, other_split)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +114,7 @@ def test_test_evaluation_is_logged_to_the_trial_run(registry, first_promotion):
         assert run.data.metrics[name] == pytest.approx(first_promotion.test_metrics[name])
     artifacts = {a.path for a in MlflowClient().list_artifacts(registry.best_run_id)}
     assert {"test_confusion_matrix.png", "test_roc_curve.png", "tokenizer"} <= artifacts
-    assert run.info.status == "FINISHED"  # reopened to log, closed again
+    assert (run.info.status, run.info.end_time) == ("FINISHED", registry.best_run_ended)  # reopened, closed as it was
 
 
 def test_champion_serves_raw_text_as_it_was_evaluated(registry, first_promotion):
@@ -178,6 +182,9 @@ def test_promote_without_a_finished_sweep_is_refused_and_changes_nothing(registr
         promote(registry.good, sweep_run_id=registry.best_run_id)  # a trial's run, not the sweep's
     with pytest.raises(RegistryError, match="no such run"):
         promote(registry.good, sweep_run_id="0" * 32)
+    for alias in ("latest", "challenger", "v2"):
+        with pytest.raises(RegistryError, match=f"registry.alias '{alias}'"):
+            promote(registry.good.model_copy(update={"registry": registry.good.registry.model_copy(update={"alias": alias})}))
     assert ([(str(v.version), v.tags) for v in versions()], aliases()) == before
 
 

@@ -76,8 +76,11 @@ def served(tmp_path_factory) -> Served:
     directory = tmp_path_factory.mktemp("serving")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(directory)
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
             patch.delenv(name, raising=False)
+        # Absolute: MLflow caches a store per URI string, so the default relative
+        # sqlite:///mlruns/mlflow.db would stay bound to the first directory that used it.
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}")
         uz_rows(300, seed=1).to_csv(directory / "reviews.csv", index=False)
         sweep_file = write_sweep_file(
             directory / "served.yaml",
@@ -92,7 +95,7 @@ def served(tmp_path_factory) -> Served:
         config = load_config(sweep_file)
         run_sweep(config, quiet=True)
         promote(config)
-        yield Served(directory, f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}")
+        yield Served(directory, os.environ["MLFLOW_TRACKING_URI"])
 
 
 def test_registered_model_is_code_and_two_artifacts_not_a_pickle(served):

@@ -45,7 +45,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from textsweep.tracking import redact, run_sweep, tracking_uri, ui_command
 
     try:
-        result = run_sweep(config, quiet=args.quiet, restart=args.restart)
+        result = run_sweep(config, quiet=args.quiet, restart=args.restart, workers=args.workers, config_path=Path(args.config))
     except KeyboardInterrupt:
         print(
             f"\nsweep {config.name!r} interrupted: the running trial's run is KILLED, finished trials are kept.\n"
@@ -53,7 +53,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    objective = f"best_{config.search.objective}"
+    if result.role.startswith("worker"):
+        print(f"{result.role}: no trial left, done after {result.elapsed_s / 60:.1f} min")
+        return 0
     table = result.leaderboard
     print(f"\nsweep run {result.sweep_run_id} in experiment {config.name!r}: "
           f"{len(table)} finished trials in {result.elapsed_s / 60:.1f} min" + (" (resumed)" if result.resumed else ""))
@@ -120,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--config", default=DEFAULT_SWEEP_FILE, help=f"sweep file (default: {DEFAULT_SWEEP_FILE})")
     sweep.add_argument("--quiet", action="store_true", help="no live progress lines (for CI logs)")
     sweep.add_argument("--restart", action="store_true", help="discard this sweep's saved tuner state and start over")
+    sweep.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="run N local worker processes on KerasTuner's distributed oracle, this process as chief "
+        "(one GPU per worker when GPUs exist)",
+    )
     sweep.set_defaults(handler=cmd_sweep)
 
     promote = commands.add_parser(

@@ -27,6 +27,7 @@ loaded) runs before anything is written to the registry.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ from textsweep.tracking import (
 from textsweep.vocab import Vocabulary
 
 CHALLENGER_ALIAS = "challenger"
+ALIAS_PATTERN = re.compile(r"[\w\-]+")  # MLflow's rule for alias names
 KERAS_MODEL_NAME = "model"  # the name tracking.log_keras_model gives each trial's Keras model
 PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
 TEST_METRICS = ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc")
@@ -90,6 +92,8 @@ class Champion:
 
 @dataclass
 class PromotionResult:
+    """What a promotion did: the version, the alias it holds, and the evaluation behind it."""
+
     model_name: str
     version: str
     alias: str  # the alias the version holds after promotion: the configured one or `challenger`
@@ -122,6 +126,25 @@ class PromotionResult:
 
 
 # ---------------------------------------------------------------- what to promote
+
+
+def check_registry_names(config: SweepConfig) -> None:
+    """Refuse names MLflow would only refuse once a version exists, and the `challenger` alias."""
+    name, alias = config.model_name, config.registry.alias
+    if not name.strip() or any(c in name for c in "/:"):
+        source = "registry.model_name" if config.registry.model_name else "name (the default registry.model_name)"
+        raise RegistryError(f"{source} {name!r}: MLflow model names cannot contain '/' or ':'; set registry.model_name")
+    if not ALIAS_PATTERN.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise RegistryError(
+            f"registry.alias {alias!r}: MLflow aliases hold only letters, digits, _ and -, and 'latest' "
+            "and v<number> are reserved; use e.g. champion"
+        )
+    if alias == CHALLENGER_ALIAS:
+        raise RegistryError(
+            f"registry.alias {alias!r} is the alias textsweep gives versions that lose the gate; "
+            "choose another, e.g. champion"
+        )
+
 
 
 def find_sweep_run(client: MlflowClient, config: SweepConfig, sweep_run_id: str | None = None) -> Run:
@@ -241,9 +264,14 @@ def trial_vocabulary(trial: TrialChoice) -> str:
         ) from None
 
 
+def metric_tag(name: str) -> str:
+    """The version tag holding a test metric, e.g. `textsweep.test_accuracy`."""
+    return f"textsweep.{name}"
+
+
 def recorded_metrics(version: ModelVersion) -> dict[str, float]:
     """The test metrics a version was registered with (its tags)."""
-    metrics = {name: float(version.tags[f"textsweep.{name}"]) for name in TEST_METRICS if f"textsweep.{name}" in version.tags}
+    metrics = {name: float(version.tags[metric_tag(name)]) for name in TEST_METRICS if metric_tag(name) in version.tags}
     if "test_accuracy" not in metrics:
         raise RegistryError(
             f"version {version.version} of {version.name!r} is registered for this trial but has no "
@@ -252,11 +280,11 @@ def recorded_metrics(version: ModelVersion) -> dict[str, float]:
     return metrics
 
 
-def test_metrics(labels: np.ndarray, probability: np.ndarray) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 (class 1 positive) and ROC AUC of probabilities against labels."""
+def evaluation_metrics(labels: np.ndarray, predictions: pd.DataFrame) -> dict[str, float]:
+    """Test accuracy, precision, recall, F1 (class 1 positive) and ROC AUC of `classify`'s output."""
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-    predicted = (probability > 0.5).astype(np.int64)
+    predicted, probability = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     metrics = {
         "test_accuracy": accuracy_score(labels, predicted),
         "test_precision": precision_score(labels, predicted, zero_division=0),
@@ -293,7 +321,7 @@ def champion_on_split(
 ) -> Champion:
     """The alias holder's test accuracy on `data`'s test split: recorded if the split is the same."""
     holder = client.get_model_version(model_name, version)
-    recorded = holder.tags.get("textsweep.test_accuracy")
+    recorded = holder.tags.get(metric_tag("test_accuracy"))
     if holder.tags.get(TAG_FINGERPRINT) == data.fingerprint and recorded is not None:
         return Champion(version, float(recorded), reevaluated=False)
     uri = f"models:/{model_name}/{version}"
@@ -352,7 +380,7 @@ def version_tags(trial: TrialChoice, data: PreparedData, metrics: dict[str, floa
         TAG_FINGERPRINT: data.fingerprint,
         TAG_TEST_ROWS: str(len(data.test.texts)),
         f"textsweep.best_{trial.objective}": f"{trial.score:.6g}",
-    } | {f"textsweep.{name}": f"{value:.6g}" for name, value in metrics.items()}
+    } | {metric_tag(name): f"{value:.6g}" for name, value in metrics.items()}
 
 
 def log_and_register(
@@ -362,20 +390,23 @@ def log_and_register(
     data: PreparedData,
     keras_model: Any,
     vocabulary_json: str,
-    probability: np.ndarray,
+    predictions: pd.DataFrame,
     metrics: dict[str, float],
 ) -> ModelVersion:
     """Log the test evaluation and the pyfunc model to the trial's run, then register a version."""
     labels = data.test.labels
     title = f"trial {trial.trial_id}: test split ({len(labels)} rows)"
+    trained_until = client.get_run(trial.run_id).info.end_time
     with tempfile.TemporaryDirectory() as workdir, mlflow.start_run(run_id=trial.run_id):
         mlflow.log_metrics(metrics)
         for figure, artifact in (
-            (confusion_matrix_figure(labels, (probability > 0.5).astype(np.int64), title), "test_confusion_matrix.png"),
-            (roc_curve_figure(labels, probability, title), "test_roc_curve.png"),
+            (confusion_matrix_figure(labels, predictions["label"].to_numpy(), title), "test_confusion_matrix.png"),
+            (roc_curve_figure(labels, predictions["probability"].to_numpy(), title), "test_roc_curve.png"),
         ):
             mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 80})
         model_info = log_pyfunc_model(keras_model, vocabulary_json, Path(workdir))
+    # Reopening the run moved its end to now; keep the trial's own duration in the UI.
+    client.set_terminated(trial.run_id, "FINISHED", end_time=trained_until)
     try:
         client.create_registered_model(config.model_name)
     except MlflowException as exc:
@@ -410,12 +441,8 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionRe
     """Evaluate the sweep's best trial on the test split, register it, and gate the alias."""
     from textsweep.serving import classify
 
+    check_registry_names(config)
     alias = config.registry.alias
-    if alias == CHALLENGER_ALIAS:
-        raise RegistryError(
-            f"registry.alias {alias!r} is the alias textsweep gives versions that lose the gate; "
-            "choose another, e.g. champion"
-        )
     client = connect()
     sweep = find_sweep_run(client, config, sweep_run_id)
     trial = best_trial(client, sweep, config.search.objective)
@@ -425,12 +452,13 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionRe
 
     if existing is not None:  # promoted before: reuse its evaluation, register nothing new
         metrics = recorded_metrics(existing)
-        keras_model = vocabulary_json = probability = None
+        keras_model = vocabulary_json = predictions = None
     else:
         keras_model = trial_keras_model(trial)
         vocabulary_json = trial_vocabulary(trial)
-        probability = classify(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)["probability"].to_numpy()
-        metrics = test_metrics(data.test.labels, probability)
+        # Raw test texts through the serving code: what is measured is what will be served.
+        predictions = classify(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)
+        metrics = evaluation_metrics(data.test.labels, predictions)
 
     holder = alias_holder(client, model_name, alias)
     unchanged = existing is not None and holder == str(existing.version)
@@ -442,7 +470,7 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionRe
 
     # Everything that can fail has run; only now is the registry written to.
     if existing is None:
-        version = str(log_and_register(client, config, trial, data, keras_model, vocabulary_json, probability, metrics).version)
+        version = str(log_and_register(client, config, trial, data, keras_model, vocabulary_json, predictions, metrics).version)
     else:
         version = str(existing.version)
     if not unchanged:

@@ -7,10 +7,19 @@ vocabulary (`vocabulary.json`, vocab.Vocabulary's format, with its `max_features
 `maxlen`) and its Keras model (`.keras`, loaded with `safe_mode=True`), and it carries the
 `textsweep` package as code (`code_paths`) for the cleaning and encoding used in training.
 
-Input: a DataFrame with a string `text` column (a list of strings works too). Output: one row
-per text, `label` (0/1) and `probability` (P(label = 1)); `label` is 1 when the probability is
-above 0.5, as Keras' accuracy counts it. Cleaning may leave a text without a known word (an
-empty string does too): the model then sees only padding and still answers.
+Input: a DataFrame with a string `text` column (or a Series named `text`); over HTTP
+`{"dataframe_split": {"columns": ["text"], "data": [["..."]]}}`, `{"dataframe_records": ...}` or
+`{"inputs": ["...", ...]}`. A bare list of strings works when `TextClassifier.predict` is called
+directly; through `mlflow.pyfunc` the signature's schema check wants the named column. Output:
+one row per text, `label` (0/1) and `probability` (P(label = 1)); `label` is 1 when the
+probability is above 0.5, as Keras' accuracy counts it. Cleaning may leave a text without a
+known word (an empty string does too): the model then sees only padding and still answers.
+
+Malformed requests are MLflow `INVALID_PARAMETER_VALUE` errors, which the scoring server
+answers with 400: a missing `text` column (MLflow's schema check) and values that are not
+strings (`texts_of`, for DataFrame payloads). MLflow itself casts `{"inputs": ...}` payloads to
+the signature's types before the model sees them, so `{"inputs": {"text": [1]}}` is classified
+as the text "1".
 
 TensorFlow is imported when a model is loaded, not when this module is.
 """

@@ -34,13 +34,18 @@ from mlflow.tracking import MlflowClient
 from textsweep import __version__, plots
 from textsweep.config import SWEPT_PARAMS, SweepConfig, TrainingParams
 from textsweep.data import PreparedData, load_data
-from textsweep.errors import SweepError, TrackingError
+from textsweep.errors import ConfigError, SweepError, TrackingError
 from textsweep.tuning import (
     ProgressReporting,
+    WorkerPool,
     build_tuner,
     check_resumable,
     discard_state,
+    distributed_role,
     fit_arguments,
+    local_chief_environment,
+    oracle_address,
+    serve_oracle,
     sweep_identity,
     write_state,
 )
@@ -304,6 +309,7 @@ class TrialContext:
     experiment_id: str
     encoded: EncodedSplits
     objective: str
+    sweep_run_id: str
     run_ids: dict[str, str] = field(default_factory=dict)  # trial id -> MLflow run id
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per-epoch logs
 
@@ -324,6 +330,7 @@ class TrialTracking:
             experiment_id=context.experiment_id,
             run_name=f"trial-{trial.trial_id}",
             nested=True,
+            parent_run_id=context.sweep_run_id,
             log_system_metrics=True,
             tags={TAG_TRIAL: trial.trial_id, TAG_TUNER: self.tuner_id, TAG_KIND: "trial", **environment_tags()},
         )
@@ -434,10 +441,31 @@ class SweepResult:
     leaderboard: pd.DataFrame
     resumed: bool
     elapsed_s: float
+    role: str = "single"
 
 
-def run_sweep(config: SweepConfig, *, quiet: bool = False, restart: bool = False, stream: Any = None) -> SweepResult:
-    """Run (or resume) the KerasTuner search of `config`, one nested MLflow run per trial."""
+def run_sweep(
+    config: SweepConfig,
+    *,
+    quiet: bool = False,
+    restart: bool = False,
+    stream: Any = None,
+    workers: int = 0,
+    config_path: Path | None = None,
+) -> SweepResult:
+    """Run (or resume) the KerasTuner search of `config`, one nested MLflow run per trial.
+
+    The role comes from KerasTuner's variables: none set, one process runs every trial; `chief`
+    serves the oracle and owns the sweep run; any other tuner id is a worker. `workers > 0`
+    makes this process the chief of that many local worker processes.
+    """
+    if workers:
+        if config_path is None:
+            raise ValueError("local workers need the sweep file's path")
+        os.environ.update(local_chief_environment())
+    role = distributed_role()
+    if role == "worker":
+        return run_sweep_worker(config, quiet=quiet, stream=stream)
     started = time.monotonic()
     client = connect()
     data, encoded = prepare_data(config)
@@ -467,13 +495,18 @@ def run_sweep(config: SweepConfig, *, quiet: bool = False, restart: bool = False
                 }
                 | {f"space.{name}": entry.model_dump_json(exclude_none=True) for name, entry in config.search.space.items()}
             )
-        context = TrialContext(experiment, encoded, config.search.objective)
-        tuner = build_tuner(
-            config, directory, mixins=(TrialTracking, ProgressReporting),
-            trial_context=context, quiet=quiet, stream=stream,
-        )
         try:
-            tuner.search(encoded, **fit_arguments(config))
+            if role == "chief":
+                mlflow.set_tag("textsweep.oracle", oracle_address())
+                serve_as_chief(client, config, directory, experiment, sweep_run_id, workers, config_path,
+                               quiet=quiet, stream=stream)
+            else:
+                context = TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
+                tuner = build_tuner(
+                    config, directory, mixins=(TrialTracking, ProgressReporting),
+                    trial_context=context, quiet=quiet, stream=stream,
+                )
+                tuner.search(encoded, **fit_arguments(config))
         except RuntimeError as exc:
             if "consecutive failures" not in str(exc):
                 raise
@@ -484,7 +517,85 @@ def run_sweep(config: SweepConfig, *, quiet: bool = False, restart: bool = False
                 "failure.txt; fix the cause, then rerun the same command to resume."
             ) from None
         table = log_sweep_summary(client, config, experiment, sweep_run_id)
-    return SweepResult(sweep_run_id, experiment, table, bool(resume_id), time.monotonic() - started)
+    return SweepResult(sweep_run_id, experiment, table, bool(resume_id), time.monotonic() - started, role or "single")
+
+
+def serve_as_chief(
+    client: MlflowClient, config: SweepConfig, directory: Path, experiment: str, sweep_run_id: str,
+    workers: int, config_path: Path | None, *, quiet: bool, stream: Any,
+) -> None:
+    """Serve the oracle; with `workers`, start them here and hand a dead worker's trial to the others."""
+    tuner = build_tuner(config, directory)  # the chief runs no trial
+    tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
+    if not workers:
+        serve_oracle(tuner)
+        return
+
+    def requeue_lost_trials(servicer: Any) -> None:
+        for tuner_id, exit_code in pool.newly_dead():
+            trial_id = servicer.requeue_trial_of(tuner_id, f"worker {tuner_id} died (exit code {exit_code})")
+            end_runs_of_lost_worker(client, experiment, sweep_run_id, tuner_id)
+            pool.say(f"worker {tuner_id} died (exit code {exit_code})"
+                     + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
+
+    pool = WorkerPool(config_path=config_path, count=workers, quiet=quiet, stream=stream,
+                      extra_env={"TEXTSWEEP_SWEEP_RUN_ID": sweep_run_id, "MLFLOW_TRACKING_URI": tracking_uri()})
+    with pool:
+        serve_oracle(tuner, poll=requeue_lost_trials)
+
+
+def end_runs_of_lost_worker(client: MlflowClient, experiment: str, sweep_run_id: str, tuner_id: str) -> None:
+    stale = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_TUNER}` = '{tuner_id}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    for run in stale:
+        client.set_tag(run.info.run_id, "textsweep.failure_reason", f"worker {tuner_id} died during this trial")
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def find_sweep_run(client: MlflowClient, experiment: str, timeout_s: float = 300) -> str:
+    """A worker's sweep run: given by the launcher, or the running sweep run of this chief's oracle."""
+    if run_id := os.environ.get("TEXTSWEEP_SWEEP_RUN_ID"):
+        return run_id
+    address = oracle_address()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = client.search_runs(
+            [experiment],
+            filter_string=f"tags.`textsweep.oracle` = '{address}' and attributes.status = 'RUNNING'",
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+        time.sleep(2)
+    raise TrackingError(
+        f"no running sweep run of chief {address} in this experiment after {timeout_s:.0f} s; start the chief "
+        "(KERASTUNER_TUNER_ID=chief) with the same sweep file and MLFLOW_TRACKING_URI"
+    )
+
+
+def run_sweep_worker(config: SweepConfig, *, quiet: bool, stream: Any) -> SweepResult:
+    """Worker role: pull trials from the chief's oracle, log each under the shared sweep run."""
+    started = time.monotonic()
+    client = connect()
+    data, encoded = prepare_data(config)
+    experiment = experiment_id(client, config.name)
+    sweep_run_id = find_sweep_run(client, experiment)
+    chief_fingerprint = client.get_run(sweep_run_id).data.params.get("data_fingerprint")
+    if chief_fingerprint != data.fingerprint:
+        raise ConfigError(
+            f"this worker's data (fingerprint {data.fingerprint}) differs from the chief's ({chief_fingerprint}); "
+            "give every process the same sweep file and data"
+        )
+    context = TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
+    tuner = build_tuner(
+        config, tuner_directory(config.name), mixins=(TrialTracking, ProgressReporting),
+        trial_context=context, quiet=quiet, stream=stream,
+    )
+    tuner.search(encoded, **fit_arguments(config))
+    return SweepResult(sweep_run_id, experiment, pd.DataFrame(), False, time.monotonic() - started, f"worker {tuner.tuner_id}")
 
 
 def _run_is_gone(client: MlflowClient, run_id: str) -> bool:

@@ -19,10 +19,14 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from textsweep.data import PreparedData
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # `keras.preprocessing.text.Tokenizer`'s default `filters`.
 KERAS_TOKENIZER_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
@@ -127,6 +131,58 @@ class EncodedSplits:
     def arrays(self, split: str, max_features: int, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
         """Padded ids and labels of one split, as a model with this `max_features` sees them."""
         return pad(cap_ids(getattr(self, split), max_features), maxlen), self.labels[split]
+
+    def dataset(
+        self,
+        split: str,
+        max_features: int,
+        maxlen: int,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        length_buckets: bool = False,
+    ) -> tf.data.Dataset:
+        """Batches of (padded ids, labels) of one split, as a `tf.data` pipeline for `model.fit`.
+
+        Without `length_buckets` every batch is padded to `maxlen`, exactly the arrays of
+        `arrays()` (seed A). With it, texts of similar length are batched together and each batch
+        is pre-padded only to its own longest text: the LSTM then runs over far fewer padding
+        steps. That changes what the model sees (seed A has no masking, so leading zeros feed the
+        LSTM), which is why it is opt-in (`TrainingParams.length_buckets`).
+        """
+        import tensorflow as tf  # deferred: importing TensorFlow costs seconds
+
+        labels = self.labels[split]
+        if not length_buckets:
+            x, y = self.arrays(split, max_features, maxlen)
+            batches = tf.data.Dataset.from_tensor_slices((x, y))
+            if shuffle:
+                batches = batches.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+            return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+        # Each text capped, pre-truncated to maxlen, at least one id long (a batch of empty texts
+        # would give the LSTM zero steps) and reversed: `padded_batch` pads at the end, so the
+        # batch is reversed back afterwards, which turns that into seed A's pre-padding.
+        sequences = [seq[-maxlen:] if len(seq) else np.zeros(1, np.int32) for seq in cap_ids(getattr(self, split), max_features)]
+        lengths = np.array([len(seq) for seq in sequences], dtype=np.int64)
+        reversed_ids = np.concatenate([seq[::-1] for seq in sequences]).astype(np.int32)
+        ragged = tf.RaggedTensor.from_row_lengths(reversed_ids, lengths)
+        # The identity map turns the ragged rows into plain tensors, which padded batching needs.
+        batches = tf.data.Dataset.from_tensor_slices((ragged, labels)).map(lambda ids, y: (ids, y))
+        if shuffle:
+            batches = batches.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        boundaries = length_bucket_boundaries(lengths)
+        batches = batches.bucket_by_sequence_length(
+            lambda ids, _: tf.shape(ids)[0], boundaries, [batch_size] * (len(boundaries) + 1)
+        )
+        return batches.map(lambda ids, y: (tf.reverse(ids, axis=[1]), y)).prefetch(tf.data.AUTOTUNE)
+
+
+def length_bucket_boundaries(lengths: np.ndarray, buckets: int = 10) -> list[int]:
+    """Bucket edges at the deciles of the text lengths: about as many texts in each bucket."""
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1]).astype(int) + 1)
+    return [int(edge) for edge in edges if edge > 1]
 
 
 def encode_splits(data: PreparedData) -> EncodedSplits:

@@ -1,0 +1,144 @@
+"""Training throughput of a textsweep trial against seed A's notebook code, in one process.
+
+Seed A's notebook (../shared/SEEDS.md): a Keras `Sequential` fed padded numpy arrays and one-hot
+labels through `model.fit(x, y, batch_size=32)`. textsweep: `model.fit_model`, the path every
+trial and training run takes (a `tf.data` pipeline, validation in batches of 512, and, opt-in,
+length-bucketed training batches). Same architecture, seed A's defaults (recurrent_dropout 0.2),
+the same training and validation rows. Each arm's model is warmed up by one untimed epoch; then
+the arms alternate, one epoch each per repeat, and the medians are compared. An epoch here is
+one pass over the training rows of `--limit` rows of the data, validation included.
+
+Arms: seed A; textsweep (default params); textsweep with `length_buckets: true`; and the two
+recurrent_dropout 0 variants (seed A's own code with the fused-kernel setting, and textsweep with
+length buckets). Goal: textsweep / seed A >= 1.5 samples/s. The ratio is printed last.
+
+    python bench/throughput_vs_seed.py              # Uzbek set, 7,000 rows (~4,000 training rows), 3 repeats
+    python bench/throughput_vs_seed.py --accuracy   # also: 7 epochs with and without length buckets, best val_accuracy
+    python bench/throughput_vs_seed.py --smoke      # seconds: checks that the bench runs (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
+
+
+def sweep_config(smoke: bool, limit: int):
+    from textsweep.config import parse_config
+
+    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    defaults: dict = {}  # seed A's defaults
+    data = {"source": source, "limit": limit}
+    if smoke:
+        defaults |= {"max_features": 300, "embed_dim": 8, "lstm_out": 8}
+        data["limit"] = 400
+    if source == "imdb":
+        defaults["maxlen"] = 200  # reviews are long; seed A's short-text setting does not apply
+    return parse_config({"name": "bench-throughput", "data": data, "defaults": defaults})
+
+
+def seed_a_notebook(params, x_train, y_train, x_val, y_val):
+    """Seed A's code, as the notebook writes it: padded arrays, one-hot labels, `model.fit`."""
+    import keras
+
+    keras.utils.set_random_seed(params.seed)
+    model = keras.Sequential([
+        keras.layers.Embedding(params.max_features, params.embed_dim),
+        keras.layers.SpatialDropout1D(params.spatial_dropout),
+        keras.layers.LSTM(params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    y_train, y_val = keras.utils.to_categorical(y_train, 2), keras.utils.to_categorical(y_val, 2)
+
+    def one_epoch():
+        return model.fit(x_train, y_train, batch_size=params.batch_size, epochs=1, verbose=0,
+                         validation_data=(x_val, y_val))
+
+    return one_epoch
+
+
+def textsweep_trial(params, encoded):
+    from textsweep.model import build_model, fit_model
+
+    model = build_model(params)
+    return lambda: fit_model(model, params, encoded, epochs=1)
+
+
+def accuracy_check(config, encoded, epochs: int) -> None:
+    """Seed A's defaults for `epochs` epochs, padded to maxlen vs length-bucketed (validation
+    always padded to maxlen, as serving pads). recurrent_dropout 0 to keep it short."""
+    from textsweep.model import build_model, fit_model
+
+    for buckets in (False, True):
+        params = config.defaults.model_copy(update={"recurrent_dropout": 0.0, "epochs": epochs, "length_buckets": buckets})
+        started = time.perf_counter()
+        history = fit_model(build_model(params), params, encoded).history
+        accuracies = " ".join(f"{value:.4f}" for value in history["val_accuracy"])
+        print(f"accuracy check, length_buckets={buckets!s:5}: best val_accuracy {max(history['val_accuracy']):.4f} "
+              f"(per epoch {accuracies}) in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny data and model, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=7000, help="rows of the data set used (before the split)")
+    parser.add_argument("--accuracy", action="store_true", help="also train 7 epochs with and without length buckets")
+    args = parser.parse_args()
+    repeats = 1 if args.smoke else args.repeats
+
+    from textsweep.data import load_data
+    from textsweep.vocab import encode_splits
+
+    config = sweep_config(args.smoke, args.limit)
+    encoded = encode_splits(load_data(config.data))
+    params = config.defaults
+    maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
+    x_train, y_train = encoded.arrays("train", params.max_features, maxlen)
+    x_val, y_val = encoded.arrays("val", params.max_features, maxlen)
+    rows = len(y_train)
+    fast = {"recurrent_dropout": 0.0}
+    arms = {
+        "seed A notebook": seed_a_notebook(params, x_train, y_train, x_val, y_val),
+        "textsweep": textsweep_trial(params, encoded),
+        "textsweep, length_buckets": textsweep_trial(params.model_copy(update={"length_buckets": True}), encoded),
+        "seed A notebook, recurrent_dropout 0": seed_a_notebook(params.model_copy(update=fast), x_train, y_train, x_val, y_val),
+        "textsweep, length_buckets, recurrent_dropout 0": textsweep_trial(
+            params.model_copy(update=fast | {"length_buckets": True}), encoded),
+    }
+    for one_epoch in arms.values():  # graph tracing and kernel warm-up, untimed
+        one_epoch()
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    for repeat in range(repeats):
+        for name, one_epoch in arms.items():
+            started = time.perf_counter()
+            one_epoch()
+            seconds[name].append(time.perf_counter() - started)
+            print(f"repeat {repeat + 1}/{repeats} {name:48} {seconds[name][-1]:7.2f} s", flush=True)
+    if args.accuracy and not args.smoke:
+        accuracy_check(config, encoded, epochs=7)
+
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    base = median["seed A notebook"]
+    print(f"data: {config.data.source}, {rows} training rows, {len(y_val)} validation rows, padded length {maxlen}; "
+          f"params: {params.model_dump(include={'max_features', 'embed_dim', 'lstm_out', 'batch_size', 'recurrent_dropout'})}")
+    for name, value in median.items():
+        print(f"{name:48} {value:7.2f} s/epoch  {rows / value:8.0f} samples/s  x{base / value:.2f}")
+    print(f"recurrent_dropout 0.2 vs 0, seed A notebook: {median['seed A notebook']:.2f} vs "
+          f"{median['seed A notebook, recurrent_dropout 0']:.2f} s/epoch "
+          f"(x{base / median['seed A notebook, recurrent_dropout 0']:.2f})")
+    print(f"textsweep default params / seed A: x{base / median['textsweep']:.2f} samples/s")
+    print(f"throughput ratio (textsweep with length_buckets / seed A notebook, samples/s, goal >= 1.5): "
+          f"{base / median['textsweep, length_buckets']:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

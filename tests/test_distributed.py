@@ -1,0 +1,186 @@
+"""Distributed sweeps on KerasTuner's chief/worker oracle, all logging to one real `mlflow server`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from conftest import write_sweep_file
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, f"mlflow server exited: {server.stderr.read()[-3000:]}"
+            try:
+                if requests.get(f"{uri}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(1)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def sweep_env(uri: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
+    return env | {"MLFLOW_TRACKING_URI": uri} | extra
+
+
+def tiny_sweep(path: Path, source: Path, name: str, trials: int = 4, epochs: int = 1) -> Path:
+    return write_sweep_file(
+        path, name=name, source=str(source),
+        defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": epochs, "recurrent_dropout": 0.0},
+        search={"algorithm": "random", "max_trials": trials, "space": {
+            "max_features": {"values": [200, 300, 400]}, "embed_dim": {"min": 4, "max": 16, "step": 4},
+            "lstm_out": {"values": [4, 8]}, "dropout": {"min": 0.0, "max": 0.3, "step": 0.1}}},
+    )
+
+
+def assert_one_sweep_with_finished_trials(uri: str, name: str, trials: int) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id])
+    sweeps = [r for r in runs if r.data.tags.get("textsweep.kind") == "sweep"]
+    trial_runs = [r for r in runs if r.data.tags.get("textsweep.kind") == "trial"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    finished = [r for r in trial_runs if r.info.status == "FINISHED"]
+    ids = sorted(r.data.tags["textsweep.trial_id"] for r in finished)
+    assert ids == [str(i) for i in range(trials)], ids  # every trial once: none lost, none twice
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {sweeps[0].info.run_id}
+    assert "RUNNING" not in {r.info.status for r in trial_runs}
+    return finished
+
+
+def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slice):
+    config = tiny_sweep(tmp_path / "dist.yaml", uz_slice, "dist")
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
+        oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+        command = [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"]
+        processes = {
+            tuner_id: subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for tuner_id in ("chief", "tuner0", "tuner1")
+        }
+        outputs = {tuner_id: process.communicate(timeout=600) for tuner_id, process in processes.items()}
+        for tuner_id, process in processes.items():
+            assert process.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
+        assert "4 finished trials" in outputs["chief"][0]
+        finished = assert_one_sweep_with_finished_trials(uri, "dist", 4)
+        assert {r.data.tags["textsweep.tuner_id"] for r in finished} == {"tuner0", "tuner1"}
+
+
+def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp_path, uz_slice):
+    config = tiny_sweep(tmp_path / "loss.yaml", uz_slice, "loss", trials=4, epochs=3)
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
+        launcher = subprocess.Popen(
+            [str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2"],
+            cwd=tmp_path, env=sweep_env(uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 300
+        victim = None
+        while victim is None:  # kill tuner1 in the middle of its first trial
+            assert launcher.poll() is None and time.monotonic() < deadline
+            experiment = client.get_experiment_by_name("loss")
+            running = experiment and client.search_runs(
+                [experiment.experiment_id], "tags.`textsweep.tuner_id` = 'tuner1' and attributes.status = 'RUNNING'")
+            if running:
+                for child in psutil.Process(launcher.pid).children():
+                    if child.environ().get("KERASTUNER_TUNER_ID") == "tuner1":
+                        victim = child
+            time.sleep(0.5)
+        time.sleep(2)
+        victim.send_signal(signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=600)
+        assert launcher.returncode == 0, output[-3000:]
+        assert "worker tuner1 died" in output and "goes to another worker" in output
+        finished = assert_one_sweep_with_finished_trials(uri, "loss", 4)
+        killed = client.search_runs([client.get_experiment_by_name("loss").experiment_id], "attributes.status = 'KILLED'")
+        assert len(killed) == 1 and killed[0].data.tags["textsweep.tuner_id"] == "tuner1"
+        assert killed[0].data.tags["textsweep.trial_id"] in {r.data.tags["textsweep.trial_id"] for r in finished}
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL server on 127.0.0.1 (Debian's package, installed by .ci/run)."""
+    bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+    if bindir is None or not (bindir / "initdb").exists():
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="psycopg is needed for MLflow's PostgreSQL store")
+    # Outside pytest's tmp_path: its parents are private to root, and PostgreSQL refuses root.
+    root = Path(tempfile.mkdtemp(prefix="textsweep-pg-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    run_as = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        for path in (root, sockets):
+            shutil.chown(path, "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    init = subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                          capture_output=True, text=True)
+    if init.returncode != 0:
+        pytest.skip(f"initdb failed: {init.stderr[-500:]}")
+    start = subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
+                                     f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
+                           capture_output=True, text=True)
+    if start.returncode != 0:
+        pytest.skip(f"PostgreSQL did not start: {start.stderr[-500:]}")
+    try:
+        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"], check=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, uz_slice, postgres):
+    config = tiny_sweep(tmp_path / "pg.yaml", uz_slice, "pg", trials=4)
+    with mlflow_server(postgres, tmp_path / "artifacts") as uri:
+        launcher = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2", "--quiet"],
+                                  cwd=tmp_path, env=sweep_env(uri), capture_output=True, text=True, timeout=600)
+        assert launcher.returncode == 0, launcher.stdout[-2000:] + launcher.stderr[-2000:]
+        finished = assert_one_sweep_with_finished_trials(uri, "pg", 4)
+        assert len({r.data.tags["textsweep.tuner_id"] for r in finished}) == 2
+        for run in finished:  # artifacts went through the server to its destination
+            assert {"tokenizer", "learning_curves.png"} <= {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
