@@ -66,6 +66,11 @@ registry: {model_name: uz-sentiment, alias: champion}
         ({"name": "x", "search": {"algorithm": "grid", "space": {"dropout": {"min": 0, "max": 0.5}}}}, "grid search needs discrete values"),
         ({"data": {}}, "name: required key is missing"),
         ([1, 2], "expected a YAML mapping"),
+        ({"name": "x", "registry": {"alias": "latest"}}, "registry: alias 'latest': MLflow aliases hold only"),
+        ({"name": "x", "registry": {"alias": "v2"}}, "'latest' and v<number> are reserved"),
+        ({"name": "x", "registry": {"alias": "challenger"}}, "what textsweep calls versions that lose the gate"),
+        ({"name": "x", "registry": {"model_name": "a/b"}}, "cannot be empty or contain '/' or ':'"),
+        ({"name": "a:b"}, "set registry.model_name"),
     ],
 )
 def test_invalid_sweep_files_name_the_key_and_the_fix(raw, expected):

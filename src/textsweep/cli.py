@@ -19,6 +19,8 @@ def _quiet_libraries() -> None:
     # TensorFlow's C++ start-up chatter and MLflow's per-run INFO lines drown the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # A few small artifacts are downloaded by promote and predict; MLflow's bars would outnumber the answer.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # noqa: F401  (MLflow sets its loggers' levels on import, so quieten them after)
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -70,17 +72,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if not table.empty else 1
 
 
-def _no_download_bars() -> None:
-    # Promotion and prediction download a few small artifacts; MLflow's bars would outnumber the answer.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
 def cmd_promote(args: argparse.Namespace) -> int:
     from textsweep.config import load_config
 
     config = load_config(args.config)
     _quiet_libraries()
-    _no_download_bars()
     from textsweep.registry import promote
 
     print(promote(config, sweep_run_id=args.sweep_run_id).summary())
@@ -89,7 +85,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    _no_download_bars()
     from textsweep.registry import predict_texts
 
     predictions = predict_texts(args.model, args.texts)

@@ -7,6 +7,7 @@ Every default lives here, once: the `defaults` section defaults to seed A's note
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,9 +133,27 @@ class SearchConfig(_Section):
         return self
 
 
+CHALLENGER_ALIAS = "challenger"  # what a promoted version that loses the gate is called
+
+
 class RegistryConfig(_Section):
     model_name: str | None = None  # None = the sweep's name
     alias: str = "champion"
+
+    @model_validator(mode="after")
+    def _mlflow_accepts_the_names(self) -> RegistryConfig:
+        # MLflow would only refuse these once a version exists, i.e. after a whole sweep.
+        if self.model_name is not None and (not self.model_name.strip() or any(c in self.model_name for c in "/:")):
+            raise ValueError(f"model_name {self.model_name!r}: MLflow model names cannot be empty or contain '/' or ':'")
+        alias = self.alias
+        if not re.fullmatch(r"[\w\-]+", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError(
+                f"alias {alias!r}: MLflow aliases hold only letters, digits, _ and -, and 'latest' and "
+                "v<number> are reserved; use e.g. champion"
+            )
+        if alias == CHALLENGER_ALIAS:
+            raise ValueError(f"alias {alias!r} is what textsweep calls versions that lose the gate; use e.g. champion")
+        return self
 
 
 class SweepConfig(_Section):
@@ -155,6 +174,12 @@ class SweepConfig(_Section):
                 except ValidationError as exc:
                     reason = exc.errors()[0]["msg"]
                     raise ValueError(f"search.space.{name}: {value:g} is not allowed: {reason}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _name_is_a_model_name(self) -> SweepConfig:
+        if self.registry.model_name is None and any(c in self.name for c in "/:"):
+            raise ValueError(f"name {self.name!r} is also the registered model's name, which cannot contain '/' or ':'; set registry.model_name")
         return self
 
     @property

@@ -131,4 +131,4 @@ def fit_model(model: keras.Model, params: TrainingParams, encoded: EncodedSplits
     val = encoded.dataset("val", params.max_features, maxlen, max(params.batch_size, VALIDATION_BATCH_SIZE))
     fit_kwargs.setdefault("epochs", params.epochs)
     fit_kwargs.setdefault("verbose", 0)
-    return model.fit(train, validation_data=val, **fit_kwargs)
+    return model.fit(train, validation_data=val, shuffle=False, **fit_kwargs)  # `train` shuffles itself

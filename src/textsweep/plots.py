@@ -53,3 +53,21 @@ def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str
     figure.colorbar(scalar, ax=axis, label=objective)
     axis.set_title(f"{len(table)} trials: swept hyperparameters vs {objective}")
     return figure
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, title: str) -> Figure:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure = Figure(figsize=(4.5, 4), layout="constrained")
+    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1], cmap="Blues", colorbar=False, ax=figure.subplots())
+    figure.axes[0].set_title(title)
+    return figure
+
+
+def roc_curve(labels: np.ndarray, probability: np.ndarray, title: str) -> Figure:
+    from sklearn.metrics import RocCurveDisplay
+
+    figure = Figure(figsize=(5, 4.5), layout="constrained")
+    RocCurveDisplay.from_predictions(labels, probability, name="test split", plot_chance_level=True, ax=figure.subplots())
+    figure.axes[0].set_title(title)
+    return figure

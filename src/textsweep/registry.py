@@ -27,7 +27,6 @@ loaded) runs before anything is written to the registry.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +41,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from textsweep.config import SweepConfig
+from textsweep import plots
+from textsweep.config import CHALLENGER_ALIAS, SweepConfig
 from textsweep.data import PreparedData, load_data
 from textsweep.errors import RegistryError
 from textsweep.tracking import (
+    KERAS_MODEL_NAME,
     TAG_KIND,
     TAG_TRIAL,
     TOKENIZER_FILE,
@@ -56,9 +57,6 @@ from textsweep.tracking import (
 )
 from textsweep.vocab import Vocabulary
 
-CHALLENGER_ALIAS = "challenger"
-ALIAS_PATTERN = re.compile(r"[\w\-]+")  # MLflow's rule for alias names
-KERAS_MODEL_NAME = "model"  # the name tracking.log_keras_model gives each trial's Keras model
 PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
 TEST_METRICS = ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc")
 TAG_SWEEP_RUN = "textsweep.sweep_run_id"
@@ -126,25 +124,6 @@ class PromotionResult:
 
 
 # ---------------------------------------------------------------- what to promote
-
-
-def check_registry_names(config: SweepConfig) -> None:
-    """Refuse names MLflow would only refuse once a version exists, and the `challenger` alias."""
-    name, alias = config.model_name, config.registry.alias
-    if not name.strip() or any(c in name for c in "/:"):
-        source = "registry.model_name" if config.registry.model_name else "name (the default registry.model_name)"
-        raise RegistryError(f"{source} {name!r}: MLflow model names cannot contain '/' or ':'; set registry.model_name")
-    if not ALIAS_PATTERN.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
-        raise RegistryError(
-            f"registry.alias {alias!r}: MLflow aliases hold only letters, digits, _ and -, and 'latest' "
-            "and v<number> are reserved; use e.g. champion"
-        )
-    if alias == CHALLENGER_ALIAS:
-        raise RegistryError(
-            f"registry.alias {alias!r} is the alias textsweep gives versions that lose the gate; "
-            "choose another, e.g. champion"
-        )
-
 
 
 def find_sweep_run(client: MlflowClient, config: SweepConfig, sweep_run_id: str | None = None) -> Run:
@@ -296,26 +275,6 @@ def evaluation_metrics(labels: np.ndarray, predictions: pd.DataFrame) -> dict[st
     return {name: float(value) for name, value in metrics.items()}
 
 
-def confusion_matrix_figure(labels: np.ndarray, predicted: np.ndarray, title: str) -> Any:
-    from matplotlib.figure import Figure  # built without pyplot, as plots.py does
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    figure = Figure(figsize=(4.5, 4), layout="constrained")
-    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1], cmap="Blues", colorbar=False, ax=figure.subplots())
-    figure.axes[0].set_title(title)
-    return figure
-
-
-def roc_curve_figure(labels: np.ndarray, probability: np.ndarray, title: str) -> Any:
-    from matplotlib.figure import Figure
-    from sklearn.metrics import RocCurveDisplay
-
-    figure = Figure(figsize=(5, 4.5), layout="constrained")
-    RocCurveDisplay.from_predictions(labels, probability, name="test split", plot_chance_level=True, ax=figure.subplots())
-    figure.axes[0].set_title(title)
-    return figure
-
-
 def champion_on_split(
     client: MlflowClient, model_name: str, version: str, data: PreparedData
 ) -> Champion:
@@ -400,8 +359,8 @@ def log_and_register(
     with tempfile.TemporaryDirectory() as workdir, mlflow.start_run(run_id=trial.run_id):
         mlflow.log_metrics(metrics)
         for figure, artifact in (
-            (confusion_matrix_figure(labels, predictions["label"].to_numpy(), title), "test_confusion_matrix.png"),
-            (roc_curve_figure(labels, predictions["probability"].to_numpy(), title), "test_roc_curve.png"),
+            (plots.confusion_matrix(labels, predictions["label"].to_numpy(), title), "test_confusion_matrix.png"),
+            (plots.roc_curve(labels, predictions["probability"].to_numpy(), title), "test_roc_curve.png"),
         ):
             mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 80})
         model_info = log_pyfunc_model(keras_model, vocabulary_json, Path(workdir))
@@ -441,7 +400,6 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionRe
     """Evaluate the sweep's best trial on the test split, register it, and gate the alias."""
     from textsweep.serving import classify
 
-    check_registry_names(config)
     alias = config.registry.alias
     client = connect()
     sweep = find_sweep_run(client, config, sweep_run_id)

@@ -54,6 +54,7 @@ from textsweep.vocab import EncodedSplits, encode_splits
 STORE_DIR = Path("mlruns")
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR}/mlflow.db"
 TOKENIZER_FILE = "tokenizer/vocabulary.json"
+KERAS_MODEL_NAME = "model"  # each trial's (and training run's) logged Keras model
 TAG_KIND, TAG_TRIAL, TAG_TUNER, TAG_PARENT = "textsweep.kind", "textsweep.trial_id", "textsweep.tuner_id", "mlflow.parentRunId"
 
 
@@ -62,7 +63,8 @@ TAG_KIND, TAG_TRIAL, TAG_TUNER, TAG_PARENT = "textsweep.kind", "textsweep.trial_
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set (also by `mlflow run`), else the project's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    # Absolute: MLflow caches stores by URI, and a relative one would follow the working directory.
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
 
 
 def redact(uri: str) -> str:
@@ -234,7 +236,7 @@ def log_keras_model(model: Any) -> Any:
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, model.output_shape[-1]), "probabilities")]),
     )
     return mlflow.tensorflow.log_model(
-        model, name="model", signature=signature, pip_requirements=model_pip_requirements()
+        model, name=KERAS_MODEL_NAME, signature=signature, pip_requirements=model_pip_requirements()
     )
 
 

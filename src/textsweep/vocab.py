@@ -176,6 +176,11 @@ class EncodedSplits:
         batches = batches.bucket_by_sequence_length(
             lambda ids, _: tf.shape(ids)[0], boundaries, [batch_size] * (len(boundaries) + 1)
         )
+        # Bucket i holds the lengths in [boundaries[i-1], boundaries[i]); stating the batch count
+        # lets Keras know the epoch's length up front (TF checks it as the data flows).
+        per_bucket = np.bincount(np.searchsorted(boundaries, lengths, side="right"))
+        count = int(np.sum(-(-per_bucket // batch_size)))
+        batches = batches.apply(tf.data.experimental.assert_cardinality(count))
         return batches.map(lambda ids, y: (tf.reverse(ids, axis=[1]), y)).prefetch(tf.data.AUTOTUNE)
 
 
