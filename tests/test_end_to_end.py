@@ -117,8 +117,14 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, uz_s
     assert parent.data.tags["textsweep.best_trial_id"] == best.data.tags["textsweep.trial_id"]
     assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"sweep.yaml", "leaderboard.csv", "parallel_coordinates.png"} <= artifacts
+    assert {"sweep.yaml", "leaderboard.csv", "parallel_coordinates.png", "hyperparameter_importance.png"} <= artifacts
     assert parent.data.params["algorithm"] == "random" and parent.data.params["max_trials"] == "3"
+    # the leaderboard as `textsweep runs` prints it, from what MLflow stored
+    runs_output = run([str(BIN / "textsweep"), "runs", "uz-sweep"], cwd=store,
+                      MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    assert runs_output.returncode == 0 and "3 finished trials" in runs_output.stdout
+    first_row = runs_output.stdout.splitlines()[2].split()
+    assert first_row[:2] == [best.data.tags["textsweep.trial_id"], best.info.run_id]
 
 
 def test_cli_errors_are_one_clear_line_and_leave_no_run(store, uz_slice):

@@ -94,6 +94,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from textsweep.tracking import sweep_leaderboard
+
+    sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)
+    print(f"sweep run {sweep.info.run_id} ({sweep.info.status}) of experiment {args.name!r}: {len(table)} finished trials")
+    if not table.empty:
+        print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from textsweep.config import load_config
 
@@ -137,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="model URI, e.g. models:/uz-sentiment@champion")
     predict.add_argument("texts", nargs="+", metavar="TEXT", help="raw texts to label (quote each one)")
     predict.set_defaults(handler=cmd_predict)
+
+    runs = commands.add_parser("runs", help="print a sweep's leaderboard from MLflow")
+    runs.add_argument("name", help="the sweep's name (its MLflow experiment)")
+    runs.add_argument("--sweep-run-id", help="a given sweep run (default: the latest)")
+    runs.add_argument("--top", type=int, default=20, help="how many trials to show (default 20)")
+    runs.set_defaults(handler=cmd_runs)
 
     sweeps = commands.add_parser("sweeps", help="inspect sweep files")
     sweeps_commands = sweeps.add_subparsers(dest="sweeps_command", required=True)

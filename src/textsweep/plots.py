@@ -71,3 +71,26 @@ def roc_curve(labels: np.ndarray, probability: np.ndarray, title: str) -> Figure
     RocCurveDisplay.from_predictions(labels, probability, name="test split", plot_chance_level=True, ax=figure.subplots())
     figure.axes[0].set_title(title)
     return figure
+
+
+def hyperparameter_importance(trials: pd.DataFrame, params: list[str], objective: str) -> Figure:
+    """How much each swept param explains the objective: a random forest's impurity importances.
+
+    With a handful of trials this is a hint, not a measurement; the title says how many trials it
+    stands on.
+    """
+    from sklearn.ensemble import RandomForestRegressor
+
+    varying = [p for p in params if trials[p].nunique() > 1]
+    figure = Figure(figsize=(6, 0.5 * max(len(varying), 2) + 1.5), layout="constrained")
+    axis = figure.subplots()
+    if varying:
+        forest = RandomForestRegressor(n_estimators=200, random_state=0, min_samples_leaf=1)
+        forest.fit(trials[varying].astype(float).to_numpy(), trials[objective].astype(float).to_numpy())
+        order = np.argsort(forest.feature_importances_)
+        axis.barh([varying[i] for i in order], forest.feature_importances_[order], color="tab:blue")
+        axis.set_xlabel(f"importance for {objective} (random forest, impurity)")
+    else:
+        axis.text(0.5, 0.5, "no swept parameter varied", ha="center", va="center")
+    axis.set_title(f"hyperparameter importance over {len(trials)} trials")
+    return figure

@@ -415,7 +415,29 @@ def log_sweep_summary(client: MlflowClient, config: SweepConfig, experiment: str
     mlflow.log_text(table.to_csv(index=False), "leaderboard.csv")
     swept = [name for name in config.search.space] or list(SWEPT_PARAMS[:1])
     mlflow.log_figure(plots.parallel_coordinates(table, swept, f"best_{objective}"), "parallel_coordinates.png")
+    if len(table) >= 3:
+        mlflow.log_figure(plots.hyperparameter_importance(table, swept, f"best_{objective}"), "hyperparameter_importance.png")
     return table
+
+
+def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.DataFrame]:
+    """The latest (or given) sweep run of experiment `name` and its finished trials, best first."""
+    client = connect()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        known = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise TrackingError(f"no MLflow experiment {name!r} in {redact(tracking_uri())} (experiments: {known})")
+    if sweep_run_id:
+        sweep = client.get_run(sweep_run_id)
+    else:
+        sweeps = client.search_runs(
+            [experiment.experiment_id], f"tags.`{TAG_KIND}` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+        if not sweeps:
+            raise TrackingError(f"experiment {name!r} has no sweep run; run `textsweep sweep --config <file>` first")
+        sweep = sweeps[0]
+    objective = sweep.data.params.get("objective", "val_accuracy")
+    return sweep, leaderboard(client, experiment.experiment_id, sweep.info.run_id, objective)
 
 
 def mark_interrupted_trials(client: MlflowClient, experiment: str, sweep_run_id: str) -> int:
