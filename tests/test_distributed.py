@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import psutil
 import pytest
 import requests
@@ -89,10 +90,27 @@ def assert_one_sweep_with_finished_trials(uri: str, name: str, trials: int) -> l
     return finished
 
 
+def assert_no_secret_logged(uri: str, name: str, secrets: list[str]) -> None:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    texts_read = 0
+    for run in client.search_runs([experiment.experiment_id]):
+        logged = str(run.data.params) + str(run.data.tags)
+        for artifact in ("sweep.yaml", "tokenizer/vocabulary.json"):
+            if artifact.split("/")[0] in {a.path for a in client.list_artifacts(run.info.run_id)}:
+                logged += mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{artifact}")
+                texts_read += 1
+        for secret in secrets:
+            assert secret not in logged, f"{secret!r} leaked into run {run.info.run_id}"
+    assert texts_read >= 2  # the sweep file and at least one tokenizer were really read
+
+
 def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slice):
     config = tiny_sweep(tmp_path / "dist.yaml", uz_slice, "dist")
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
-        oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server_uri:
+        # credentials in the tracking URI and a Hub token in the environment must never be logged
+        uri = server_uri.replace("http://", "http://alice:s3cret-pw@")
+        oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()), "HF_TOKEN": "hf_s3cret_token"}
         command = [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"]
         processes = {
             tuner_id: subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
@@ -103,8 +121,11 @@ def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slic
         for tuner_id, process in processes.items():
             assert process.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
         assert "4 finished trials" in outputs["chief"][0]
-        finished = assert_one_sweep_with_finished_trials(uri, "dist", 4)
+        assert "s3cret-pw" not in "".join(out + err for out, err in outputs.values())
+        finished = assert_one_sweep_with_finished_trials(server_uri, "dist", 4)
         assert {r.data.tags["textsweep.tuner_id"] for r in finished} == {"tuner0", "tuner1"}
+        mlflow.set_tracking_uri(server_uri)
+        assert_no_secret_logged(server_uri, "dist", ["s3cret-pw", "hf_s3cret_token"])
 
 
 def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp_path, uz_slice):
