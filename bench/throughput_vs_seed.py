@@ -18,6 +18,7 @@ validation accuracy compared (validation always padded to maxlen, as serving pad
 
     python bench/throughput_vs_seed.py              # Uzbek set, 7,000 rows (~3,900 training rows), 4 repeats
     python bench/throughput_vs_seed.py --accuracy   # instead: does length bucketing cost validation accuracy?
+                                                    # (~4 min per seed on a busy 2-core machine; --seeds 42 for one)
     python bench/throughput_vs_seed.py --smoke      # seconds: checks that the bench runs (CI)
 """
 
@@ -105,7 +106,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--limit", type=int, default=7000, help="rows of the data set used (before the split)")
     parser.add_argument("--accuracy", action="store_true",
-                        help="instead: all rows, 7 epochs, best val_accuracy with and without length buckets, 2 seeds")
+                        help="instead: all rows, 7 epochs, best val_accuracy with and without length buckets")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="weight seeds of --accuracy")
     args = parser.parse_args()
     repeats = 1 if args.smoke else args.repeats
 
@@ -115,7 +117,7 @@ def main() -> None:
     config = sweep_config(args.smoke, None if args.accuracy else args.limit)
     encoded = encode_splits(load_data(config.data))
     if args.accuracy:
-        accuracy_check(config, encoded, seeds=(42,) if args.smoke else (42, 7))
+        accuracy_check(config, encoded, seeds=(42,) if args.smoke else tuple(args.seeds))
         return
     params = config.defaults
     maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)

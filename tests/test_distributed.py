@@ -112,11 +112,24 @@ def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slic
         uri = server_uri.replace("http://", "http://alice:s3cret-pw@")
         oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()), "HF_TOKEN": "hf_s3cret_token"}
         command = [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"]
-        processes = {
-            tuner_id: subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for tuner_id in ("chief", "tuner0", "tuner1")
-        }
+
+        def start(tuner_id: str) -> subprocess.Popen:
+            return subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        # Workers first, and the chief once both are ready: a worker slowed down by a loaded
+        # machine would otherwise find every trial taken.
+        processes = {tuner_id: start(tuner_id) for tuner_id in ("tuner0", "tuner1")}
+        early = {}
+        for tuner_id, process in processes.items():
+            lines = []
+            for line in process.stderr:
+                lines.append(line)
+                if "joining the sweep of chief" in line:
+                    break
+            early[tuner_id] = "".join(lines)
+            assert "joining the sweep of chief 127.0.0.1" in early[tuner_id], early[tuner_id][-2000:]
+        processes["chief"] = start("chief")
         outputs = {tuner_id: process.communicate(timeout=600) for tuner_id, process in processes.items()}
         for tuner_id, process in processes.items():
             assert process.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])

@@ -20,6 +20,7 @@ import functools
 import os
 import platform
 import re
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -606,6 +607,8 @@ def run_sweep_worker(config: SweepConfig, *, quiet: bool, stream: Any) -> SweepR
     client = connect()
     data, encoded = prepare_data(config)
     experiment = experiment_id(client, config.name)
+    print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: data ready, joining the sweep of chief {oracle_address()}",
+          file=sys.stderr, flush=True)
     sweep_run_id = find_sweep_run(client, experiment)
     chief_fingerprint = client.get_run(sweep_run_id).data.params.get("data_fingerprint")
     if chief_fingerprint != data.fingerprint:
