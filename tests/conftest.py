@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
+import requests
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -60,3 +67,63 @@ def uz_slice(tmp_path) -> Path:
     path = tmp_path / "uz_slice.csv"
     uz_rows(600).to_csv(path, index=False)
     return path
+
+
+# ---------------------------------------------------------------- real servers on loopback
+
+BIN = Path(sys.executable).parent  # the venv running the tests: mlflow, textsweep, uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_process_tree(process: subprocess.Popen) -> None:
+    """Stop a server and what it started (`mlflow server` starts uvicorn, a job runner, huey)."""
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(family, timeout=20)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def http_server(command: list[str], *, cwd: Path, env: dict[str, str], ready_path: str, log: Path, timeout: float = 180):
+    """Start a server on a free loopback port (`{port}` in `command`), wait for `ready_path`, yield its URL."""
+    port = free_port()
+    with log.open("w") as output:
+        process = subprocess.Popen([part.format(port=port) for part in command], cwd=cwd, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"{command[:3]} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(url + ready_path, timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{command[:3]} did not answer {ready_path} in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            stop_process_tree(process)
+
+
+def mlflow_server(backend_uri: str, workdir: Path, *, env: dict[str, str], artifacts: Path | None = None):
+    """A real `mlflow server` on 127.0.0.1 over `backend_uri`."""
+    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1",
+               "--backend-store-uri", backend_uri]
+    if artifacts is not None:
+        command += ["--artifacts-destination", str(artifacts)]
+    return http_server(command, cwd=workdir, env=env, ready_path="/health", log=workdir / f"mlflow-server-{time.time_ns()}.log")

@@ -5,59 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import psutil
 import pytest
-import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import write_sweep_file
+from conftest import BIN, free_port, mlflow_server, write_sweep_file
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, f"mlflow server exited: {server.stderr.read()[-3000:]}"
-            try:
-                if requests.get(f"{uri}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not start"
-            time.sleep(1)
-        yield uri
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def sweep_env(uri: str, **extra: str) -> dict[str, str]:
@@ -107,7 +67,7 @@ def assert_no_secret_logged(uri: str, name: str, secrets: list[str]) -> None:
 
 def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slice):
     config = tiny_sweep(tmp_path / "dist.yaml", uz_slice, "dist")
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server_uri:
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as server_uri:
         # credentials in the tracking URI and a Hub token in the environment must never be logged
         uri = server_uri.replace("http://", "http://alice:s3cret-pw@")
         oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()), "HF_TOKEN": "hf_s3cret_token"}
@@ -143,7 +103,7 @@ def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slic
 
 def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp_path, uz_slice):
     config = tiny_sweep(tmp_path / "loss.yaml", uz_slice, "loss", trials=4, epochs=3)
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as uri:
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
         launcher = subprocess.Popen(
             [str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2"],
             cwd=tmp_path, env=sweep_env(uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -210,7 +170,7 @@ def postgres(tmp_path):
 
 def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, uz_slice, postgres):
     config = tiny_sweep(tmp_path / "pg.yaml", uz_slice, "pg", trials=4)
-    with mlflow_server(postgres, tmp_path / "artifacts") as uri:
+    with mlflow_server(postgres, tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
         launcher = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2", "--quiet"],
                                   cwd=tmp_path, env=sweep_env(uri), capture_output=True, text=True, timeout=600)
         assert launcher.returncode == 0, launcher.stdout[-2000:] + launcher.stderr[-2000:]

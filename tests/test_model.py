@@ -1,7 +1,5 @@
-import keras
 import keras_tuner as kt
 import numpy as np
-import pytest
 
 from textsweep.config import SpaceEntry, TrainingParams
 from textsweep.model import LstmHyperModel, build_model, lstm_kernel, params_from_hp

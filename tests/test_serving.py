@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +15,12 @@ import requests
 import yaml
 from mlflow.exceptions import MlflowException
 
-from conftest import uz_rows, write_sweep_file
+from conftest import BIN, http_server, uz_rows, write_sweep_file
 from textsweep.config import load_config
 from textsweep.registry import promote
 from textsweep.serving import texts_of
 from textsweep.tracking import run_sweep
 
-BIN = Path(sys.executable).parent
 MODEL_NAME = "uz-served"
 CHAMPION = f"models:/{MODEL_NAME}@champion"
 
@@ -126,47 +122,14 @@ def test_loaded_model_labels_raw_text_including_the_empty_string(served):
 # ---------------------------------------------------------------- over HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(served):
     """`mlflow models serve` of the champion, as a user starts it (uvicorn from the venv's bin)."""
-    port = free_port()
-    log = (served.directory / "serve.log").open("w")
     environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": served.tracking_uri}
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
-         "--host", "127.0.0.1", "-p", str(port)],
-        cwd=served.directory, env=environment, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: mlflow starts uvicorn as a child
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow models serve exited {process.returncode}:\n" + (served.directory / "serve.log").read_text()[-3000:])
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow models serve did not answer /ping in 180 s:\n" + (served.directory / "serve.log").read_text()[-3000:])
-            time.sleep(0.5)
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
+               "--host", "127.0.0.1", "-p", "{port}"]
+    with http_server(command, cwd=served.directory, env=environment, ready_path="/ping", log=served.directory / "serve.log") as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def invoke(url: str, body: dict) -> requests.Response:

@@ -8,19 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-import requests
 
-from conftest import uz_rows, write_sweep_file
+from conftest import BIN, mlflow_server, uz_rows, write_sweep_file
 
-BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NAME = "uz-ui"  # the experiment and the registered model
@@ -53,32 +48,6 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop `mlflow server` and what it started (uvicorn, the job runner), by their ids."""
-    try:
-        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
-        try:
-            member.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(family, timeout=20)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait(timeout=20)
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """A finished 3-trial sweep with its best trial promoted to `NAME@champion`, in tmp/mlruns."""
@@ -97,37 +66,19 @@ def sweep(tmp_path_factory):
     trial = client.get_run(champion.run_id)
     assert trial.data.tags["textsweep.kind"] == "trial"
     assert trial.info.artifact_uri.startswith(f"file://{root / 'mlruns' / 'artifacts'}")
+    # MLflow 3 LoggedModels, not run artifacts: the trial's Keras model, and promote's served pyfunc
+    models = sorted(client.get_logged_model(output.model_id).name for output in trial.outputs.model_outputs)
+    assert len(models) == 2, models
     return {"root": root, "experiment_id": experiment.experiment_id, "version": champion.version,
-            "trial_run_id": trial.info.run_id, "trial_name": trial.info.run_name}
+            "trial_run_id": trial.info.run_id, "trial_name": trial.info.run_name, "logged_models": models}
 
 
 @pytest.fixture(scope="module")
 def server(sweep):
     """`mlflow server` on the sweep's store; run artifacts are file:// URIs it reads directly."""
     root = sweep["root"]
-    port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"],
-        cwd=root, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"mlflow server exited:\n{(root / 'server.log').read_text()[-3000:]}"
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}"
-            time.sleep(1)
+    with mlflow_server(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", root, env=clean_env()) as url:
         yield url
-    finally:
-        stop(process)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -237,10 +188,11 @@ def test_the_ui_shows_nested_trials_their_artifacts_and_the_champion(sweep, serv
     wait_until(driver, lambda d: d.current_url.endswith(f"/runs/{trial_run_id}"), f"the link did not open run {trial_run_id}")
     text = wait_for(driver, "About this run", "Logged models", "Registered models")
     assert f"Parent run\n{NAME}-sweep" in text
-    heading = element_with_text(driver, "Logged models (2)")  # the Keras model and the served pyfunc from promote
+    heading = element_with_text(driver, f"Logged models ({len(sweep['logged_models'])})")
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", heading)
-    models = heading.find_element(By.XPATH, "./ancestor::*[.//*[normalize-space(text())='Model attributes']][1]").text
-    assert re.search(r"\nmodel\nReady\n", models) and re.search(r"\nclassifier\nReady\n", models), models
+    table = heading.find_element(By.XPATH, "./ancestor::*[.//*[normalize-space(text())='Model attributes']][1]").text
+    cells = table.split("\n")
+    assert set(sweep["logged_models"]) <= set(cells) and cells.count("Ready") == len(sweep["logged_models"]), table
     screenshot(driver, sweep, "trial_logged_models.png")
 
     click(driver, element_with_text(driver, "Artifacts", tag="button"))
