@@ -145,3 +145,48 @@ def test_cli_errors_are_one_clear_line_and_leave_no_run(store, uz_slice):
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
     if (store / "mlruns" / "mlflow.db").exists():
         assert MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()]) == []
+
+
+def test_every_bad_input_is_one_message_a_non_zero_exit_and_no_run(store, uz_slice):
+    """Bad sweep files and bad data, written outside the repo: a specific message, exit 2, no traceback, no run."""
+    textsweep = str(BIN / "textsweep")
+    files = {
+        "latin.csv": "text,label\ncaf\xe9 tr\xe8s bon,1\n".encode("latin-1"),
+        "empty.csv": b"",
+        "header_only.csv": b"text,label\n",
+        "no_label.csv": b"text,stars\ngood,5\nbad,1\n",
+        "three_labels.csv": b"text,label\n" + b"".join(f"text {i},{i % 3}\n".encode() for i in range(30)),
+        "one_class.csv": b"text,label\n" + b"".join(f"text {i},1\n".encode() for i in range(30)),
+    }
+    for name, content in files.items():
+        (store / name).write_bytes(content)
+    cases = {
+        "latin.csv": "is not valid utf-8",
+        "empty.csv": "is empty",
+        "header_only.csv": "has no rows",
+        "no_label.csv": "label column 'label' not found",
+        "three_labels.csv": "must be binary 0/1",
+        "one_class.csv": "only one class",
+    }
+    for data_file, expected in cases.items():
+        config = write_sweep_file(store / f"{data_file}.yaml", name="bad-input", source=str(store / data_file))
+        result = run([textsweep, "sweep", "--config", str(config), "--quiet"], cwd=store)
+        assert result.returncode == 2, (data_file, result.stderr[-2000:])
+        assert expected in result.stderr and "Traceback" not in result.stderr, (data_file, result.stderr[-2000:])
+    bad_files = {
+        "min > max": ("search:\n  space:\n    embed_dim: {min: 64, max: 8}\n", "min (64) is greater than max (8)"),
+        "dropout": ("defaults:\n  dropout: 1.0\n", "defaults.dropout"),
+        "max_trials": ("search:\n  max_trials: 0\n", "search.max_trials"),
+        "batch_size": ("defaults:\n  batch_size: 0\n", "defaults.batch_size"),
+        "algorithm": ("search:\n  algorithm: annealing\n", "search.algorithm"),
+        "unknown key": ("defualts:\n  epochs: 1\n", "did you mean 'defaults'?"),
+    }
+    for case, (body, expected) in bad_files.items():
+        path = store / f"bad-{case.replace(' ', '_')}.yaml"
+        path.write_text("name: bad-file\n" + body)
+        result = run([textsweep, "sweep", "--config", str(path)], cwd=store)
+        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, (case, result.stderr)
+        assert str(path) in result.stderr  # the message names the file
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    client = MlflowClient()
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
