@@ -8,7 +8,8 @@ the same training and validation rows. Each arm's model is warmed up by one unti
 the arms alternate, one epoch each per repeat, and the medians are compared. An epoch here is
 one pass over the training rows of `--limit` rows of the data, validation included.
 
-Arms: seed A; textsweep (default params); textsweep with `length_buckets: true`; and the two
+Arms: seed A; seed A with `validation_batch_size=512` (what the larger validation batch alone
+buys); textsweep (default params); textsweep with `length_buckets: true`; and the two
 recurrent_dropout 0 variants (seed A's own code with the fused-kernel setting, and textsweep with
 length buckets). Goal: textsweep / seed A >= 1.5 samples/s. The ratio is printed last.
 
@@ -17,6 +18,7 @@ rows with padded and with bucketed training batches (recurrent_dropout 0, two se
 validation accuracy compared (validation always padded to maxlen, as serving pads).
 
     python bench/throughput_vs_seed.py              # Uzbek set, 7,000 rows (~3,900 training rows), 4 repeats
+    python bench/throughput_vs_seed.py --limit 0 --repeats 2   # full epochs of all 10,188 training rows (~6 min)
     python bench/throughput_vs_seed.py --accuracy   # instead: does length bucketing cost validation accuracy?
                                                     # (~4 min per seed on a busy 2-core machine; --seeds 42 for one)
     python bench/throughput_vs_seed.py --smoke      # seconds: checks that the bench runs (CI)
@@ -49,7 +51,7 @@ def sweep_config(smoke: bool, limit: int):
     return parse_config({"name": "bench-throughput", "data": data, "defaults": defaults})
 
 
-def seed_a_notebook(params, x_train, y_train, x_val, y_val):
+def seed_a_notebook(params, x_train, y_train, x_val, y_val, validation_batch_size=None):
     """Seed A's code, as the notebook writes it: padded arrays, one-hot labels, `model.fit`."""
     import keras
 
@@ -65,7 +67,7 @@ def seed_a_notebook(params, x_train, y_train, x_val, y_val):
 
     def one_epoch():
         return model.fit(x_train, y_train, batch_size=params.batch_size, epochs=1, verbose=0,
-                         validation_data=(x_val, y_val))
+                         validation_data=(x_val, y_val), validation_batch_size=validation_batch_size)
 
     return one_epoch
 
@@ -104,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny data and model, one repeat")
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--limit", type=int, default=7000, help="rows of the data set used (before the split)")
+    parser.add_argument("--limit", type=int, default=7000, help="rows of the data set used (before the split); 0 = all")
     parser.add_argument("--accuracy", action="store_true",
                         help="instead: all rows, 7 epochs, best val_accuracy with and without length buckets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="weight seeds of --accuracy")
@@ -114,7 +116,7 @@ def main() -> None:
     from textsweep.data import load_data
     from textsweep.vocab import encode_splits
 
-    config = sweep_config(args.smoke, None if args.accuracy else args.limit)
+    config = sweep_config(args.smoke, None if args.accuracy or args.limit == 0 else args.limit)
     encoded = encode_splits(load_data(config.data))
     if args.accuracy:
         accuracy_check(config, encoded, seeds=(42,) if args.smoke else tuple(args.seeds))
@@ -127,6 +129,7 @@ def main() -> None:
     fast = {"recurrent_dropout": 0.0}
     arms = {
         "seed A notebook": seed_a_notebook(params, x_train, y_train, x_val, y_val),
+        "seed A notebook, validation_batch_size 512": seed_a_notebook(params, x_train, y_train, x_val, y_val, 512),
         "textsweep": textsweep_trial(params, encoded),
         "textsweep, length_buckets": textsweep_trial(params.model_copy(update={"length_buckets": True}), encoded),
         "seed A notebook, recurrent_dropout 0": seed_a_notebook(params.model_copy(update=fast), x_train, y_train, x_val, y_val),
@@ -151,7 +154,10 @@ def main() -> None:
     print(f"recurrent_dropout 0.2 vs 0, seed A notebook: {median['seed A notebook']:.2f} vs "
           f"{median['seed A notebook, recurrent_dropout 0']:.2f} s/epoch "
           f"(x{base / median['seed A notebook, recurrent_dropout 0']:.2f})")
-    print(f"textsweep default params / seed A: x{base / median['textsweep']:.2f} samples/s")
+    val512 = median["seed A notebook, validation_batch_size 512"]
+    print(f"textsweep default params / seed A: x{base / median['textsweep']:.2f} samples/s "
+          f"(validation batch 512 alone x{base / val512:.2f}, the tf.data pipeline on top x{val512 / median['textsweep']:.2f})")
+    print(f"length buckets on top of textsweep's default path: x{median['textsweep'] / median['textsweep, length_buckets']:.2f}")
     print(f"throughput ratio (textsweep with length_buckets / seed A notebook, samples/s, goal >= 1.5): "
           f"{base / median['textsweep, length_buckets']:.4f}")
 
