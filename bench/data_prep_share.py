@@ -16,7 +16,9 @@ alternate; medians are compared. Goal: share <= 1%. The ratio is printed last.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -72,6 +74,7 @@ def main() -> None:
     from textsweep.vocab import encode_splits
 
     workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # trial checkpoints add up
     config = sweep_config(args.smoke)
     encoded = encode_splits(load_data(config.data))
     params = config.defaults

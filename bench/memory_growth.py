@@ -16,8 +16,10 @@ been logged. Goal: flat, growth from trial 1 to the last < 5% (or < 50 MB). The 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import resource
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -91,6 +93,7 @@ def main() -> None:
     trials = 3 if args.smoke else args.trials
 
     workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # trial checkpoints add up
     os.chdir(workdir)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from textsweep.tracking import connect, prepare_data

@@ -46,3 +46,37 @@ def test_matches_the_keras_2_tokenizer_on_real_data():
     vocabulary = fit_vocabulary(texts)
     assert list(vocabulary.words) == list(tokenizer.word_index)
     assert [s.tolist() for s in vocabulary.capped(500).encode(texts)] == tokenizer.texts_to_sequences(texts)
+
+
+def encoded_slice():
+    from textsweep.config import DataConfig
+    from textsweep.data import prepare
+    from textsweep.vocab import encode_splits
+
+    return encode_splits(prepare(uz_rows(800), DataConfig(source="mem")))
+
+
+def test_dataset_without_buckets_is_exactly_the_padded_arrays():
+    encoded = encoded_slice()
+    x, y = encoded.arrays("train", 300, 20)
+    batches = list(encoded.dataset("train", 300, 20, batch_size=64).as_numpy_iterator())
+    assert np.array_equal(np.concatenate([b[0] for b in batches]), x)
+    assert np.array_equal(np.concatenate([b[1] for b in batches]), y)
+
+
+def test_length_buckets_pre_pad_each_batch_to_its_longest_text_and_keep_every_text_once():
+    encoded = encoded_slice()
+    capped = [seq[seq < 300][-20:] for seq in encoded.train]
+    dataset = encoded.dataset("train", 300, 20, batch_size=32, length_buckets=True)
+    batches = list(dataset.as_numpy_iterator())
+    assert len(batches) == int(dataset.cardinality())  # the stated epoch length is the real one
+    rows = []
+    for ids, _ in batches:
+        assert ids.shape[1] <= 20
+        for row in ids:
+            content = row[np.argmax(row != 0):] if row.any() else row[-1:]
+            assert not (row[: len(row) - len(content)] != 0).any()  # zeros only in front
+            rows.append(tuple(content.tolist()))
+    expected = sorted(tuple(seq.tolist()) if len(seq) else (0,) for seq in capped)
+    assert sorted(rows) == expected  # every text once; an empty text becomes one padding id
+    assert np.mean([ids.shape[1] for ids, _ in batches]) < 20  # shorter than full padding

@@ -279,8 +279,12 @@ class WorkerPool:
 def sweep_identity(config: SweepConfig, data_fingerprint: str) -> dict[str, str]:
     """What must not change between a sweep and its resume: the search and the data."""
     # The budget may grow between runs (extend a sweep); what is searched, and on what, may not.
-    search = config.search.model_dump(mode="json", exclude={"promote", "max_consecutive_failures", "max_trials"})
-    defaults = config.defaults.model_dump(mode="json")
+    # Only values that differ from textsweep's defaults: a new setting added later, at its
+    # default, must not make every earlier sweep unresumable.
+    search = config.search.model_dump(
+        mode="json", exclude={"promote", "max_consecutive_failures", "max_trials"}, exclude_defaults=True
+    )
+    defaults = config.defaults.model_dump(mode="json", exclude_defaults=True)
     digest = hashlib.sha256(json.dumps([search, defaults], sort_keys=True).encode()).hexdigest()[:16]
     return {"search_digest": digest, "data_fingerprint": data_fingerprint}
 

@@ -7,7 +7,9 @@ exactly:
   become spaces, split on ' ', empty strings dropped;
 - words are ranked by count, descending, ties in order of first appearance, ranks from 1;
 - encoding keeps only ranks < max_features and drops other words (no OOV token);
-- sequences are pre-padded and pre-truncated with 0 (`keras.utils.pad_sequences`).
+- sequences are pre-padded and pre-truncated with 0 (`keras.utils.pad_sequences`);
+  `EncodedSplits.dataset` feeds them to `model.fit` as a `tf.data` pipeline, optionally in
+  length buckets (each batch padded only to its longest text).
 
 The vocabulary is fitted once on the full training split; a trial caps it at its own
 `max_features` without re-fitting, because the ranks do not depend on the cap.
@@ -164,7 +166,9 @@ class EncodedSplits:
         # Each text capped, pre-truncated to maxlen, at least one id long (a batch of empty texts
         # would give the LSTM zero steps) and reversed: `padded_batch` pads at the end, so the
         # batch is reversed back afterwards, which turns that into seed A's pre-padding.
-        sequences = [seq[-maxlen:] if len(seq) else np.zeros(1, np.int32) for seq in cap_ids(getattr(self, split), max_features)]
+        sequences = [
+            seq[-maxlen:] if len(seq) else np.zeros(1, np.int32) for seq in cap_ids(getattr(self, split), max_features)
+        ]
         lengths = np.array([len(seq) for seq in sequences], dtype=np.int64)
         reversed_ids = np.concatenate([seq[::-1] for seq in sequences]).astype(np.int32)
         ragged = tf.RaggedTensor.from_row_lengths(reversed_ids, lengths)
