@@ -16,23 +16,21 @@ alternate; medians are compared. Goal: share <= 1%. The ratio is printed last.
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
+
+from benchdata import data_source, scratch_directory  # noqa: E402
 
 
 def sweep_config(smoke: bool):
     from textsweep.config import parse_config
 
-    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    source = data_source()
     defaults = {"recurrent_dropout": 0.0, "epochs": 2}  # seed A's model on its fused kernel
     data = {"source": source, "limit": 8000 if source == "imdb" else None}
     if source == "imdb":
@@ -73,8 +71,7 @@ def main() -> None:
     from textsweep.data import load_data
     from textsweep.vocab import encode_splits
 
-    workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # trial checkpoints add up
+    workdir = scratch_directory()
     config = sweep_config(args.smoke)
     encoded = encode_splits(load_data(config.data))
     params = config.defaults

@@ -16,23 +16,21 @@ been logged. Goal: flat, growth from trial 1 to the last < 5% (or < 50 MB). The 
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import resource
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
+
+from benchdata import data_source, scratch_directory  # noqa: E402
 MB = 1024 * 1024
 
 
 def sweep_config(trials: int, smoke: bool):
     from textsweep.config import parse_config
 
-    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    source = data_source()
     defaults = {"max_features": 1000, "embed_dim": 32, "lstm_out": 32, "recurrent_dropout": 0.0, "epochs": 1,
                 "batch_size": 64}
     if source == "imdb":
@@ -92,10 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     trials = 3 if args.smoke else args.trials
 
-    workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # trial checkpoints add up
-    os.chdir(workdir)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    workdir = scratch_directory(use_as_store=True)
     from textsweep.tracking import connect, prepare_data
 
     connect()

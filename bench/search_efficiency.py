@@ -22,27 +22,25 @@ The ratio is printed last.
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchdata import data_source, scratch_directory  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-UZ_CSV = ROOT.parent / "shared" / "data" / "sentiment_uz.csv"
 
 
 def sweep_config(algorithm: str, smoke: bool):
     from textsweep.config import parse_config
 
     raw = yaml.safe_load((ROOT / "sweeps" / "uz.yaml").read_text())
-    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    source = data_source()
     raw["data"] |= {"source": source, "limit": 5000, "seed": 42}
     raw["defaults"] |= {"epochs": 4, "length_buckets": True}
     if source == "imdb":
@@ -112,8 +110,7 @@ def main() -> None:
     from textsweep.data import load_data
     from textsweep.vocab import encode_splits
 
-    workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # trial checkpoints add up
+    workdir = scratch_directory()
     config = sweep_config("random", args.smoke)
     encoded = encode_splits(load_data(config.data))
     started = time.perf_counter()

@@ -31,16 +31,16 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
+
+from benchdata import data_source  # noqa: E402
 
 
 def sweep_config(smoke: bool, limit: int):
     from textsweep.config import parse_config
 
-    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    source = data_source()
     defaults: dict = {}  # seed A's defaults
     data = {"source": source, "limit": min(limit or 6000, 6000) if source == "imdb" else limit}
     if smoke:

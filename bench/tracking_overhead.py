@@ -15,18 +15,18 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
+
+from benchdata import data_source, scratch_directory  # noqa: E402
 
 
 def sweep_config(smoke: bool):
     from textsweep.config import parse_config
 
-    source = str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
+    source = data_source()
     defaults = {"recurrent_dropout": 0.0, "epochs": 3}  # seed A's model on its fused kernel
     data = {"source": source, "limit": 4000 if source == "imdb" else None}
     if smoke:
@@ -63,9 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 1 if args.smoke else args.repeats
 
-    workdir = Path(tempfile.mkdtemp(prefix="textsweep-bench-"))
-    os.chdir(workdir)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    workdir = scratch_directory(use_as_store=True)
     from textsweep.tracking import connect, prepare_data
 
     connect()

@@ -39,6 +39,20 @@ def store(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+def use_own_store(patch: pytest.MonkeyPatch, directory: Path) -> str:
+    """Work in `directory` with a store of its own; returns its URI.
+
+    Absolute: MLflow caches a store per URI string, so the default relative
+    sqlite:///mlruns/mlflow.db would stay bound to the first directory that used it.
+    """
+    patch.chdir(directory)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        patch.delenv(name, raising=False)
+    uri = f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
 def write_sweep_file(path: Path, *, name: str, source: str, **sections) -> Path:
     """A tiny sweep file: small model, 2 epochs; `sections` override whole sections."""
     config = {

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import uz_rows, write_sweep_file
+from conftest import use_own_store, uz_rows, write_sweep_file
 from textsweep import cli
 from textsweep.config import SweepConfig, load_config
 from textsweep.data import load_data
@@ -54,12 +54,7 @@ def registry(tmp_path_factory) -> Registry:
     """Three tiny sweeps in one store (about 30 s): the good one, a hopeless one, one on another split."""
     directory = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(name, raising=False)
-        # Absolute: MLflow caches a store per URI string, so the default relative
-        # sqlite:///mlruns/mlflow.db would stay bound to the first directory that used it.
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}")
+        use_own_store(patch, directory)
         uz_rows(400).to_csv(directory / "reviews.csv", index=False)
         good_file = sweep_file(directory, "uz-good", GOOD, trials=2)
         good = load_config(good_file)

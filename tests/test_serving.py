@@ -15,7 +15,7 @@ import requests
 import yaml
 from mlflow.exceptions import MlflowException
 
-from conftest import BIN, http_server, uz_rows, write_sweep_file
+from conftest import BIN, http_server, use_own_store, uz_rows, write_sweep_file
 from textsweep.config import load_config
 from textsweep.registry import promote
 from textsweep.serving import texts_of
@@ -71,12 +71,7 @@ def served(tmp_path_factory) -> Served:
     """One tiny sweep (1 trial) promoted to `uz-served@champion` in a store of its own."""
     directory = tmp_path_factory.mktemp("serving")
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(name, raising=False)
-        # Absolute: MLflow caches a store per URI string, so the default relative
-        # sqlite:///mlruns/mlflow.db would stay bound to the first directory that used it.
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}")
+        use_own_store(patch, directory)
         uz_rows(300, seed=1).to_csv(directory / "reviews.csv", index=False)
         sweep_file = write_sweep_file(
             directory / "served.yaml",
