@@ -313,7 +313,6 @@ class TrialContext:
     encoded: EncodedSplits
     objective: str
     sweep_run_id: str
-    run_ids: dict[str, str] = field(default_factory=dict)  # trial id -> MLflow run id
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # per-epoch logs
 
 
@@ -329,7 +328,7 @@ class TrialTracking:
         context = self.trial_context
         params = self.hypermodel.params(trial.hyperparameters)
         maxlen = context.encoded.resolve_maxlen(params.max_features, params.maxlen)
-        run = mlflow.start_run(
+        mlflow.start_run(
             experiment_id=context.experiment_id,
             run_name=f"trial-{trial.trial_id}",
             nested=True,
@@ -337,7 +336,6 @@ class TrialTracking:
             log_system_metrics=True,
             tags={TAG_TRIAL: trial.trial_id, TAG_TUNER: self.tuner_id, TAG_KIND: "trial", **environment_tags()},
         )
-        context.run_ids[trial.trial_id] = run.info.run_id
         log_params(params, maxlen)
         searched = {k: v for k, v in trial.hyperparameters.values.items() if k.startswith("tuner/")}
         if searched:  # Hyperband's bracket bookkeeping
@@ -441,13 +439,17 @@ def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, 
     return sweep, leaderboard(client, experiment.experiment_id, sweep.info.run_id, objective)
 
 
-def mark_interrupted_trials(client: MlflowClient, experiment: str, sweep_run_id: str) -> int:
-    """Trial runs a dead process left RUNNING are KILLED: their trial is run again on resume."""
-    stale = client.search_runs(
-        [experiment], filter_string=f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and attributes.status = 'RUNNING'"
-    )
+def kill_running_trial_runs(
+    client: MlflowClient, experiment: str, sweep_run_id: str, reason: str, tuner_id: str | None = None
+) -> int:
+    """End as KILLED the sweep's trial runs a dead process left RUNNING (all, or one worker's):
+    their trial is run again, on resume or by another worker."""
+    query = f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and attributes.status = 'RUNNING'"
+    if tuner_id is not None:
+        query += f" and tags.`{TAG_TUNER}` = '{tuner_id}'"
+    stale = client.search_runs([experiment], filter_string=query)
     for run in stale:
-        client.set_tag(run.info.run_id, "textsweep.failure_reason", "interrupted: the sweep process died; resumed")
+        client.set_tag(run.info.run_id, "textsweep.failure_reason", reason)
         client.set_terminated(run.info.run_id, status="KILLED")
     return len(stale)
 
@@ -507,7 +509,7 @@ def run_sweep(
         sweep_run_id = parent.info.run_id
         write_state(directory, identity | {"sweep_run_id": sweep_run_id})
         if resume_id:
-            mark_interrupted_trials(client, experiment, sweep_run_id)
+            kill_running_trial_runs(client, experiment, sweep_run_id, "interrupted: the sweep process died; resumed")
         else:
             log_sweep_file(config)
             log_dataset(data, config.name)
@@ -559,7 +561,7 @@ def serve_as_chief(
     def requeue_lost_trials(servicer: Any) -> None:
         for tuner_id, exit_code in pool.newly_dead():
             trial_id = servicer.requeue_trial_of(tuner_id, f"worker {tuner_id} died (exit code {exit_code})")
-            end_runs_of_lost_worker(client, experiment, sweep_run_id, tuner_id)
+            kill_running_trial_runs(client, experiment, sweep_run_id, f"worker {tuner_id} died during this trial", tuner_id)
             pool.say(f"worker {tuner_id} died (exit code {exit_code})"
                      + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
 
@@ -567,17 +569,6 @@ def serve_as_chief(
                       extra_env={"TEXTSWEEP_SWEEP_RUN_ID": sweep_run_id, "MLFLOW_TRACKING_URI": tracking_uri()})
     with pool:
         serve_oracle(tuner, poll=requeue_lost_trials)
-
-
-def end_runs_of_lost_worker(client: MlflowClient, experiment: str, sweep_run_id: str, tuner_id: str) -> None:
-    stale = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_TUNER}` = '{tuner_id}' "
-        "and attributes.status = 'RUNNING'",
-    )
-    for run in stale:
-        client.set_tag(run.info.run_id, "textsweep.failure_reason", f"worker {tuner_id} died during this trial")
-        client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def find_sweep_run(client: MlflowClient, experiment: str, timeout_s: float = 300) -> str:
