@@ -26,3 +26,35 @@ def scratch_directory(*, use_as_store: bool = False) -> Path:
         os.chdir(workdir)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     return workdir
+
+
+def seed_a_config(name: str, *, smoke: bool, imdb_limit: int, limit: int | None = None,
+                  smoke_defaults: dict | None = None, **defaults):
+    """Seed A's defaults (with `defaults` overrides) on the bench data, as one-trial sweep config.
+
+    On the IMDB fallback the data is cut to `imdb_limit` reviews padded to 200 words (seed A's
+    short-text setting, the longest text, would mean thousands of steps). `--smoke` shrinks the
+    model and the data to seconds; `smoke_defaults` adds what else a bench shrinks.
+    """
+    from textsweep.config import parse_config
+
+    source = data_source()
+    data = {"source": source, "limit": min(limit or imdb_limit, imdb_limit) if source == "imdb" else limit}
+    if source == "imdb":
+        defaults.setdefault("maxlen", 200)
+    if smoke:
+        defaults |= {"max_features": 300, "embed_dim": 8, "lstm_out": 8} | (smoke_defaults or {})
+        data["limit"] = 400
+    return parse_config({"name": name, "data": data, "defaults": defaults,
+                         "search": {"algorithm": "random", "max_trials": 1}})
+
+
+def untracked_trial_seconds(config, encoded, directory: Path) -> float:
+    """Wall time of `config`'s KerasTuner search without MLflow: the baseline trial of the benches."""
+    import time
+
+    from textsweep.tuning import build_tuner, fit_arguments
+
+    started = time.perf_counter()
+    build_tuner(config, directory, overwrite=True).search(encoded, **fit_arguments(config))
+    return time.perf_counter() - started

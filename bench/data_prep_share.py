@@ -20,26 +20,16 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchdata import data_source, scratch_directory  # noqa: E402
+from benchdata import scratch_directory, seed_a_config, untracked_trial_seconds  # noqa: E402
 
 
 def sweep_config(smoke: bool):
-    from textsweep.config import parse_config
-
-    source = data_source()
-    defaults = {"recurrent_dropout": 0.0, "epochs": 2}  # seed A's model on its fused kernel
-    data = {"source": source, "limit": 8000 if source == "imdb" else None}
-    if source == "imdb":
-        defaults["maxlen"] = 200
-    if smoke:
-        defaults |= {"max_features": 300, "embed_dim": 8, "lstm_out": 8, "epochs": 1, "batch_size": 128}
-        data["limit"] = 400
-    return parse_config({"name": "bench-data-prep", "data": data, "defaults": defaults,
-                         "search": {"algorithm": "random", "max_trials": 1}})
+    # seed A's model on its fused kernel
+    return seed_a_config("bench-data-prep", smoke=smoke, imdb_limit=8000, recurrent_dropout=0.0, epochs=2,
+                         smoke_defaults={"epochs": 1, "batch_size": 128})
 
 
 def prepare_trial_data(encoded, params, length_buckets: bool) -> None:
@@ -50,15 +40,6 @@ def prepare_trial_data(encoded, params, length_buckets: bool) -> None:
     encoded.dataset("val", params.max_features, maxlen, 512)
     for _ in range(2):  # the trial mixin: run params at the start, vocabulary at the end
         encoded.resolve_maxlen(params.max_features, params.maxlen)
-
-
-def timed_trial(config, encoded, directory: Path) -> float:
-    from textsweep.tuning import build_tuner, fit_arguments
-
-    started = time.perf_counter()
-    tuner = build_tuner(config, directory, overwrite=True)
-    tuner.search(encoded, **fit_arguments(config))
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -76,7 +57,7 @@ def main() -> None:
     encoded = encode_splits(load_data(config.data))
     params = config.defaults
     prepare_trial_data(encoded, params, length_buckets=True)  # imports and first-call costs, untimed
-    timed_trial(config, encoded, workdir / "warmup")
+    untracked_trial_seconds(config, encoded, workdir / "warmup")
     prep: dict[bool, list[float]] = {False: [], True: []}
     trials: list[float] = []
     for repeat in range(repeats):
@@ -84,7 +65,7 @@ def main() -> None:
             started = time.perf_counter()
             prepare_trial_data(encoded, params, length_buckets)
             prep[length_buckets].append(time.perf_counter() - started)
-        trials.append(timed_trial(config, encoded, workdir / f"t{repeat}"))
+        trials.append(untracked_trial_seconds(config, encoded, workdir / f"t{repeat}"))
         print(f"repeat {repeat + 1}/{repeats} preparation {prep[False][-1] * 1000:7.1f} ms padded, "
               f"{prep[True][-1] * 1000:7.1f} ms length-bucketed; trial {trials[-1]:7.2f} s", flush=True)
     padded, bucketed, trial = statistics.median(prep[False]), statistics.median(prep[True]), statistics.median(trials)

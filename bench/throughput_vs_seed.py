@@ -34,21 +34,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchdata import data_source  # noqa: E402
+from benchdata import seed_a_config  # noqa: E402
 
 
 def sweep_config(smoke: bool, limit: int):
-    from textsweep.config import parse_config
-
-    source = data_source()
-    defaults: dict = {}  # seed A's defaults
-    data = {"source": source, "limit": min(limit or 6000, 6000) if source == "imdb" else limit}
-    if smoke:
-        defaults |= {"max_features": 300, "embed_dim": 8, "lstm_out": 8}
-        data["limit"] = 400
-    if source == "imdb":
-        defaults["maxlen"] = 200  # reviews are long; seed A's short-text setting does not apply
-    return parse_config({"name": "bench-throughput", "data": data, "defaults": defaults})
+    return seed_a_config("bench-throughput", smoke=smoke, imdb_limit=6000, limit=limit)  # seed A's defaults
 
 
 def seed_a_notebook(params, x_train, y_train, x_val, y_val, validation_batch_size=None):

@@ -20,20 +20,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchdata import data_source, scratch_directory  # noqa: E402
+from benchdata import scratch_directory, seed_a_config, untracked_trial_seconds  # noqa: E402
 
 
 def sweep_config(smoke: bool):
-    from textsweep.config import parse_config
-
-    source = data_source()
-    defaults = {"recurrent_dropout": 0.0, "epochs": 3}  # seed A's model on its fused kernel
-    data = {"source": source, "limit": 4000 if source == "imdb" else None}
-    if smoke:
-        defaults |= {"max_features": 300, "embed_dim": 8, "lstm_out": 8, "epochs": 1, "batch_size": 128}
-        data["limit"] = 400
-    return parse_config({"name": "bench-overhead", "data": data, "defaults": defaults,
-                         "search": {"algorithm": "random", "max_trials": 1}})
+    # seed A's model on its fused kernel
+    return seed_a_config("bench-overhead", smoke=smoke, imdb_limit=4000, recurrent_dropout=0.0, epochs=3,
+                         smoke_defaults={"epochs": 1, "batch_size": 128})
 
 
 HOOK_SECONDS: list[float] = []  # time spent inside the MLflow hooks, per tracked trial
@@ -75,10 +68,8 @@ def timed_trial(config, encoded, directory: Path, tracked: bool) -> float:
             context = TrialContext(experiment, encoded, config.search.objective, sweep_run.info.run_id)
             tuner = build_tuner(config, directory, mixins=(TimedHooks, TrialTracking), overwrite=True, trial_context=context)
             tuner.search(encoded, **fit_arguments(config))
-    else:
-        tuner = build_tuner(config, directory, overwrite=True)
-        tuner.search(encoded, **fit_arguments(config))
-    return time.perf_counter() - started
+        return time.perf_counter() - started
+    return untracked_trial_seconds(config, encoded, directory)
 
 
 def main() -> None:
