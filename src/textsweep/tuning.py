@@ -339,7 +339,6 @@ class ProgressReporting:
         self._stream = stream or sys.stdout
         self._live = getattr(self._stream, "isatty", lambda: False)()
         self._sweep_started = time.monotonic()
-        self._trial_times: list[float] = []
 
     def _progress_prefix(self, trial: kt.engine.trial.Trial) -> str:
         # KerasTuner numbers trials from 0 in creation order, in one process or across workers.
@@ -354,12 +353,13 @@ class ProgressReporting:
             return "best -"
         return f"best {self.oracle.objective.name} {best[0].score:.4f} [{best[0].trial_id}]"
 
-    def _eta(self, trial_elapsed: float, epoch_fraction: float) -> str:
+    def _eta(self, trial: kt.engine.trial.Trial, trial_elapsed: float, epoch_fraction: float) -> str:
         budget = self.oracle.max_trials
         if not budget or epoch_fraction <= 0:
             return "ETA -"
         per_trial = trial_elapsed / epoch_fraction
-        remaining_trials = max(budget - len(self._trial_times) - 1, 0)
+        # Trial ids count every trial of the sweep, so this holds after a resume and across workers.
+        remaining_trials = max(budget - int(trial.trial_id) - 1, 0)
         return f"ETA {_format_duration(per_trial * (1 - epoch_fraction) + per_trial * remaining_trials)}"
 
     def _show(self, line: str, final: bool) -> None:
@@ -385,14 +385,13 @@ class ProgressReporting:
         shown = f"{self.oracle.objective.name} {value:.4f}" if value is not None else ""
         self._show(
             f"{self._trial_prefix} | epoch {epoch + 1}/{epochs} {shown} | "
-            f"{_format_duration(elapsed)} | {self._eta(elapsed, (epoch + 1) / epochs)} | {self._best_so_far()}",
+            f"{_format_duration(elapsed)} | {self._eta(trial, elapsed, (epoch + 1) / epochs)} | {self._best_so_far()}",
             final=False,
         )
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
         elapsed = time.monotonic() - self._trial_started
-        self._trial_times.append(elapsed)
         score = self.oracle.get_trial(trial.trial_id).score
         if trial.status == "COMPLETED" and score is not None:
             outcome = f"{self.oracle.objective.name} {score:.4f}"
