@@ -4,7 +4,7 @@ import pytest
 from textsweep.config import DataConfig
 from textsweep.data import clean_texts, download_from_hub, load_data, prepare, read_embedded_imdb
 from textsweep.errors import DataError
-from conftest import uz_rows
+from conftest import review_rows
 
 
 def test_cleaning_keeps_seed_a_quirks():
@@ -18,7 +18,7 @@ def frame(texts, labels):
 
 
 def test_duplicates_are_dropped_before_the_split_so_no_text_is_in_two_splits():
-    rows = uz_rows(1500)
+    rows = review_rows(1500)
     doubled = pd.concat([rows, rows.assign(text=rows["text"].str.upper())])  # same text after lowercasing
     data = prepare(doubled, DataConfig(source="mem"))
     train, val, test = set(data.train.texts), set(data.val.texts), set(data.test.texts)
@@ -28,7 +28,7 @@ def test_duplicates_are_dropped_before_the_split_so_no_text_is_in_two_splits():
 
 
 def test_split_is_stratified_seeded_and_fingerprinted():
-    rows = uz_rows(1000)
+    rows = review_rows(1000)
     a, b = prepare(rows, DataConfig(source="mem")), prepare(rows, DataConfig(source="mem"))
     assert a.fingerprint == b.fingerprint and a.test.texts == b.test.texts
     assert prepare(rows, DataConfig(source="mem", seed=1)).fingerprint != a.fingerprint
@@ -85,7 +85,7 @@ def test_file_errors(tmp_path):
 
 
 def test_tsv_and_parquet_sources(tmp_path):
-    rows = uz_rows(300)
+    rows = review_rows(300)
     rows.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
     rows.to_parquet(tmp_path / "d.parquet")
     a = load_data(DataConfig(source=str(tmp_path / "d.tsv")))
@@ -122,7 +122,7 @@ def test_hub_file_in_the_cache_is_used_offline(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text(commit)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
-    uz_rows(200).to_csv(snapshot / "sentiment_uz.csv", index=False)
+    review_rows(200).to_csv(snapshot / "sentiment_uz.csv", index=False)
     hub_offline(monkeypatch, cache)
     path = download_from_hub("hf://datasets/adkhamboy/sentiment-uz/sentiment_uz.csv")
     assert path == snapshot / "sentiment_uz.csv"

@@ -65,8 +65,8 @@ def assert_no_secret_logged(uri: str, name: str, secrets: list[str]) -> None:
     assert texts_read >= 2  # the sweep file and at least one tokenizer were really read
 
 
-def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slice):
-    config = tiny_sweep(tmp_path / "dist.yaml", uz_slice, "dist")
+def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, reviews_csv):
+    config = tiny_sweep(tmp_path / "dist.yaml", reviews_csv, "dist")
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as server_uri:
         # credentials in the tracking URI and a Hub token in the environment must never be logged
         uri = server_uri.replace("http://", "http://alice:s3cret-pw@")
@@ -101,8 +101,8 @@ def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, uz_slic
         assert_no_secret_logged(server_uri, "dist", ["s3cret-pw", "hf_s3cret_token"])
 
 
-def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp_path, uz_slice):
-    config = tiny_sweep(tmp_path / "loss.yaml", uz_slice, "loss", trials=4, epochs=3)
+def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp_path, reviews_csv):
+    config = tiny_sweep(tmp_path / "loss.yaml", reviews_csv, "loss", trials=4, epochs=3)
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
         launcher = subprocess.Popen(
             [str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2"],
@@ -168,8 +168,8 @@ def postgres(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, uz_slice, postgres):
-    config = tiny_sweep(tmp_path / "pg.yaml", uz_slice, "pg", trials=4)
+def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, reviews_csv, postgres):
+    config = tiny_sweep(tmp_path / "pg.yaml", reviews_csv, "pg", trials=4)
     with mlflow_server(postgres, tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
         launcher = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2", "--quiet"],
                                   cwd=tmp_path, env=sweep_env(uri), capture_output=True, text=True, timeout=600)

@@ -54,10 +54,10 @@ def logged_models_of(run):
     return model_ids
 
 
-def test_mlflow_run_train_logs_one_complete_run(store, uz_slice):
-    config = write_sweep_file(store / "train.yaml", name="uz-train", source=str(uz_slice))
+def test_mlflow_run_train_logs_one_complete_run(store, reviews_csv):
+    config = write_sweep_file(store / "train.yaml", name="rt-train", source=str(reviews_csv))
     mlflow_run("train", config, store)
-    client, runs = runs_of("uz-train")
+    client, runs = runs_of("rt-train")
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["textsweep.kind"] == "train"
@@ -72,7 +72,7 @@ def test_mlflow_run_train_logs_one_complete_run(store, uz_slice):
     tags = run.data.tags
     assert tags["textsweep.device"] == "CPU" and tags["textsweep.tensorflow_version"].startswith("2.21")
     assert "textsweep.git_commit" in tags or "mlflow.source.git.commit" in tags
-    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"uz-train-train", "uz-train-val", "uz-train-test"}
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"rt-train-train", "rt-train-val", "rt-train-test"}
     assert [a.path for a in client.list_artifacts(run.info.run_id, "tokenizer")] == ["tokenizer/vocabulary.json"]
     vocabulary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/tokenizer/vocabulary.json")
     assert '"format": "textsweep.vocabulary/1"' in vocabulary
@@ -87,11 +87,11 @@ def test_mlflow_run_train_logs_one_complete_run(store, uz_slice):
     assert (store / "mlruns" / "artifacts").is_dir()
 
 
-def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, uz_slice):
-    config = write_sweep_file(store / "sweep.yaml", name="uz-sweep", source=str(uz_slice))
+def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, reviews_csv):
+    config = write_sweep_file(store / "sweep.yaml", name="rt-sweep", source=str(reviews_csv))
     result = mlflow_run("sweep", config, store)
     assert "top trials:" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
-    client, runs = runs_of("uz-sweep")
+    client, runs = runs_of("rt-sweep")
     parents = [r for r in runs if r.data.tags.get("textsweep.kind") == "sweep"]
     trials = [r for r in runs if r.data.tags.get("textsweep.kind") == "trial"]
     assert len(parents) == 1 and len(trials) == 3
@@ -120,14 +120,14 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, uz_s
     assert {"sweep.yaml", "leaderboard.csv", "parallel_coordinates.png", "hyperparameter_importance.png"} <= artifacts
     assert parent.data.params["algorithm"] == "random" and parent.data.params["max_trials"] == "3"
     # the leaderboard as `textsweep runs` prints it, from what MLflow stored
-    runs_output = run([str(BIN / "textsweep"), "runs", "uz-sweep"], cwd=store,
+    runs_output = run([str(BIN / "textsweep"), "runs", "rt-sweep"], cwd=store,
                       MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
     assert runs_output.returncode == 0 and "3 finished trials" in runs_output.stdout
     first_row = runs_output.stdout.splitlines()[2].split()
     assert first_row[:2] == [best.data.tags["textsweep.trial_id"], best.info.run_id]
 
 
-def test_cli_errors_are_one_clear_line_and_leave_no_run(store, uz_slice):
+def test_cli_errors_are_one_clear_line_and_leave_no_run(store, reviews_csv):
     textsweep = str(BIN / "textsweep")
     bad_data = write_sweep_file(store / "bad.yaml", name="bad", source=str(store / "missing.csv"))
     result = run([textsweep, "train", "--config", str(bad_data)], cwd=store)
@@ -139,7 +139,7 @@ def test_cli_errors_are_one_clear_line_and_leave_no_run(store, uz_slice):
     assert result.returncode == 2 and "did you mean 'max_trials'?" in result.stderr and "Traceback" not in result.stderr
     result = run([textsweep, "sweep", "--config", str(store / "absent.yaml")], cwd=store)
     assert result.returncode == 2 and "absent.yaml' not found" in result.stderr
-    unreachable = run([textsweep, "train", "--config", str(write_sweep_file(store / "ok.yaml", name="ok", source=str(uz_slice)))],
+    unreachable = run([textsweep, "train", "--config", str(write_sweep_file(store / "ok.yaml", name="ok", source=str(reviews_csv)))],
                       cwd=store, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
     assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr and "Traceback" not in unreachable.stderr
     mlflow.set_tracking_uri(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
@@ -147,7 +147,7 @@ def test_cli_errors_are_one_clear_line_and_leave_no_run(store, uz_slice):
         assert MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()]) == []
 
 
-def test_every_bad_input_is_one_message_a_non_zero_exit_and_no_run(store, uz_slice):
+def test_every_bad_input_is_one_message_a_non_zero_exit_and_no_run(store, reviews_csv):
     """Bad sweep files and bad data, written outside the repo: a specific message, exit 2, no traceback, no run."""
     textsweep = str(BIN / "textsweep")
     files = {

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import use_own_store, uz_rows, write_sweep_file
+from conftest import use_own_store, review_rows, write_sweep_file
 from textsweep import cli
 from textsweep.config import SweepConfig, load_config
 from textsweep.data import load_data
@@ -18,7 +18,7 @@ from textsweep.errors import RegistryError
 from textsweep.registry import promote
 from textsweep.tracking import run_sweep
 
-MODEL_NAME = "uz-tiny"
+MODEL_NAME = "rt-tiny"
 # A model that can learn in two epochs on 400 reviews, and one that cannot: a vocabulary of one
 # word and a crawling learning rate leave it near chance.
 GOOD = {"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 2,
@@ -55,13 +55,13 @@ def registry(tmp_path_factory) -> Registry:
     directory = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as patch:
         use_own_store(patch, directory)
-        uz_rows(400).to_csv(directory / "reviews.csv", index=False)
-        good_file = sweep_file(directory, "uz-good", GOOD, trials=2)
+        review_rows(400).to_csv(directory / "reviews.csv", index=False)
+        good_file = sweep_file(directory, "rt-good", GOOD, trials=2)
         good = load_config(good_file)
         sweep = run_sweep(good, quiet=True)
-        hopeless = load_config(sweep_file(directory, "uz-hopeless", HOPELESS, trials=1))
+        hopeless = load_config(sweep_file(directory, "rt-hopeless", HOPELESS, trials=1))
         run_sweep(hopeless, quiet=True)
-        other_split = load_config(sweep_file(directory, "uz-other-split", HOPELESS, trials=1, data_seed=7))
+        other_split = load_config(sweep_file(directory, "rt-other-split", HOPELESS, trials=1, data_seed=7))
         run_sweep(other_split, quiet=True)
         best_run_id = sweep.leaderboard.iloc[0]["run_id"]
         ended = MlflowClient().get_run(best_run_id).info.end_time
@@ -154,7 +154,7 @@ def test_champion_from_other_data_is_re_evaluated_on_the_candidate_split(registr
 
 
 def test_better_candidate_takes_the_alias(registry, first_promotion):
-    other_name = "uz-tiny-reversed"
+    other_name = "rt-tiny-reversed"
     hopeless = promote(registry.hopeless.model_copy(update={"registry": registry.hopeless.registry.model_copy(update={"model_name": other_name})}))
     assert hopeless.won  # the first version of a model is its champion
     good = promote(registry.good.model_copy(update={"registry": registry.good.registry.model_copy(update={"model_name": other_name})}))
@@ -164,16 +164,16 @@ def test_better_candidate_takes_the_alias(registry, first_promotion):
 
 def test_promote_without_a_finished_sweep_is_refused_and_changes_nothing(registry, first_promotion):
     before = ([(str(v.version), v.tags) for v in versions()], aliases())
-    never_swept = registry.good.model_copy(update={"name": "uz-never-swept"})
-    with pytest.raises(RegistryError, match="no MLflow experiment 'uz-never-swept'.*textsweep sweep --config"):
+    never_swept = registry.good.model_copy(update={"name": "rt-never-swept"})
+    with pytest.raises(RegistryError, match="no MLflow experiment 'rt-never-swept'.*textsweep sweep --config"):
         promote(never_swept)
 
     client = MlflowClient()
-    experiment = client.create_experiment("uz-never-swept")
+    experiment = client.create_experiment("rt-never-swept")
     client.create_run(experiment, tags={"textsweep.kind": "sweep"})  # still RUNNING
     with pytest.raises(RegistryError, match="has no FINISHED sweep run.*--sweep-run-id"):
         promote(never_swept)
-    with pytest.raises(RegistryError, match="is not a sweep run of experiment 'uz-good'"):
+    with pytest.raises(RegistryError, match="is not a sweep run of experiment 'rt-good'"):
         promote(registry.good, sweep_run_id=registry.best_run_id)  # a trial's run, not the sweep's
     with pytest.raises(RegistryError, match="no such run"):
         promote(registry.good, sweep_run_id="0" * 32)

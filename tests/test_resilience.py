@@ -43,15 +43,15 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
         time.sleep(0.5)
 
 
-def slow_sweep_file(store: Path, uz_slice: Path, name: str) -> Path:
+def slow_sweep_file(store: Path, reviews_csv: Path, name: str) -> Path:
     return write_sweep_file(
-        store / f"{name}.yaml", name=name, source=str(uz_slice),
+        store / f"{name}.yaml", name=name, source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 3, "recurrent_dropout": 0.0},
     )
 
 
-def test_kill_9_then_the_same_command_finishes_the_budget(store, uz_slice):
-    config = slow_sweep_file(store, uz_slice, "killed")
+def test_kill_9_then_the_same_command_finishes_the_budget(store, reviews_csv):
+    config = slow_sweep_file(store, reviews_csv, "killed")
     sweep = start_sweep(config, store)
     finished = lambda: any(r.info.status == "FINISHED" for r in trial_runs(store, "killed"))
     wait_for(lambda: finished() and any(r.info.status == "RUNNING" for r in trial_runs(store, "killed")), sweep)
@@ -76,8 +76,8 @@ def test_kill_9_then_the_same_command_finishes_the_budget(store, uz_slice):
     assert client.get_run(parents.pop()).info.status == "FINISHED"
 
 
-def test_ctrl_c_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, uz_slice):
-    config = slow_sweep_file(store, uz_slice, "interrupted")
+def test_ctrl_c_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, reviews_csv):
+    config = slow_sweep_file(store, reviews_csv, "interrupted")
     sweep = start_sweep(config, store)
     wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
     sweep.send_signal(signal.SIGINT)
@@ -90,11 +90,11 @@ def test_ctrl_c_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(st
     assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
 
 
-def test_changed_space_under_the_same_name_is_refused_until_restart(store, uz_slice):
-    config = write_sweep_file(store / "a.yaml", name="same", source=str(uz_slice))
+def test_changed_space_under_the_same_name_is_refused_until_restart(store, reviews_csv):
+    config = write_sweep_file(store / "a.yaml", name="same", source=str(reviews_csv))
     first = start_sweep(config, store)
     assert first.wait(timeout=600) == 0
-    changed = write_sweep_file(store / "b.yaml", name="same", source=str(uz_slice),
+    changed = write_sweep_file(store / "b.yaml", name="same", source=str(reviews_csv),
                                search={"algorithm": "random", "max_trials": 1, "space": {"lstm_out": {"values": [4, 12]}}})
     refused = start_sweep(changed, store)
     out, err = refused.communicate(timeout=120)
@@ -106,10 +106,10 @@ def test_changed_space_under_the_same_name_is_refused_until_restart(store, uz_sl
     assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3 + 1
 
 
-def test_diverging_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(store, uz_slice):
+def test_diverging_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(store, reviews_csv):
     # Adam with a learning rate of 1e30 turns the loss into NaN in the first epoch: every trial fails.
     config = write_sweep_file(
-        store / "nan.yaml", name="diverges", source=str(uz_slice),
+        store / "nan.yaml", name="diverges", source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "epochs": 1, "learning_rate": 1e30, "recurrent_dropout": 0.0},
     )
     config.write_text(config.read_text().replace("max_trials: 3", "max_trials: 5\n  max_consecutive_failures: 2"))

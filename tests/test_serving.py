@@ -15,13 +15,13 @@ import requests
 import yaml
 from mlflow.exceptions import MlflowException
 
-from conftest import BIN, http_server, use_own_store, uz_rows, write_sweep_file
+from conftest import BIN, http_server, use_own_store, review_rows, write_sweep_file
 from textsweep.config import load_config
 from textsweep.registry import promote
 from textsweep.serving import texts_of
 from textsweep.tracking import run_sweep
 
-MODEL_NAME = "uz-served"
+MODEL_NAME = "rt-served"
 CHAMPION = f"models:/{MODEL_NAME}@champion"
 
 
@@ -68,14 +68,14 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Served:
-    """One tiny sweep (1 trial) promoted to `uz-served@champion` in a store of its own."""
+    """One tiny sweep (1 trial) promoted to `rt-served@champion` in a store of its own."""
     directory = tmp_path_factory.mktemp("serving")
     with pytest.MonkeyPatch.context() as patch:
         use_own_store(patch, directory)
-        uz_rows(300, seed=1).to_csv(directory / "reviews.csv", index=False)
+        review_rows(300, seed=1).to_csv(directory / "reviews.csv", index=False)
         sweep_file = write_sweep_file(
             directory / "served.yaml",
-            name="uz-served",
+            name="rt-served",
             source="reviews.csv",
             data={"source": "reviews.csv", "seed": 42},
             defaults={"max_features": 300, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 1,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, mlflow_server, uz_rows, write_sweep_file
+from conftest import BIN, mlflow_server, review_rows, write_sweep_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -52,8 +52,8 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def sweep(tmp_path_factory):
     """A finished 3-trial sweep with its best trial promoted to `NAME@champion`, in tmp/mlruns."""
     root = tmp_path_factory.mktemp("ui")
-    source = root / "uz_slice.csv"
-    uz_rows(600).to_csv(source, index=False)
+    source = root / "reviews_csv.csv"
+    review_rows(600).to_csv(source, index=False)
     config = write_sweep_file(root / "sweep.yaml", name=NAME, source=str(source))  # 3 trials of 2 epochs
     cli("sweep", "--config", str(config), "--quiet", cwd=root)
     cli("promote", "--config", str(config), cwd=root)

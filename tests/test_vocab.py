@@ -3,7 +3,7 @@ import pytest
 
 from textsweep.data import clean_texts
 from textsweep.vocab import Vocabulary, fit_vocabulary, pad, split_words
-from conftest import uz_rows
+from conftest import review_rows
 
 TEXTS = ["the cat sat", "the dog sat down", "a cat! the end"]
 
@@ -40,7 +40,7 @@ def test_json_round_trip_without_pickle(tmp_path):
 
 def test_matches_the_keras_2_tokenizer_on_real_data():
     legacy = pytest.importorskip("tf_keras.preprocessing.text")
-    texts = clean_texts(uz_rows(3000)["text"]).tolist()
+    texts = clean_texts(review_rows(3000)["text"]).tolist()
     tokenizer = legacy.Tokenizer(num_words=500, split=" ")
     tokenizer.fit_on_texts(texts)
     vocabulary = fit_vocabulary(texts)
@@ -53,7 +53,7 @@ def encoded_slice():
     from textsweep.data import prepare
     from textsweep.vocab import encode_splits
 
-    return encode_splits(prepare(uz_rows(800), DataConfig(source="mem")))
+    return encode_splits(prepare(review_rows(800), DataConfig(source="mem")))
 
 
 def test_dataset_without_buckets_is_exactly_the_padded_arrays():

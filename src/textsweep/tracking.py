@@ -36,17 +36,13 @@ from textsweep import __version__, plots
 from textsweep.config import SWEPT_PARAMS, SweepConfig, TrainingParams
 from textsweep.data import PreparedData, load_data
 from textsweep.errors import ConfigError, SweepError, TrackingError
+from textsweep.distributed import WorkerPool, distributed_role, local_chief_environment, oracle_address, serve_oracle
 from textsweep.tuning import (
     ProgressReporting,
-    WorkerPool,
     build_tuner,
     check_resumable,
     discard_state,
-    distributed_role,
     fit_arguments,
-    local_chief_environment,
-    oracle_address,
-    serve_oracle,
     sweep_identity,
     write_state,
 )

@@ -1,0 +1,188 @@
+"""Distributed sweeps on KerasTuner's own chief/worker mode, and the local worker launcher.
+
+KerasTuner's variables decide the role: KERASTUNER_TUNER_ID (`chief`, `tuner0`, ...),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT. Workers get a gRPC `OracleClient` from
+KerasTuner itself; the chief serves the oracle with KerasTuner's `OracleServicer` but its own
+loop, because KerasTuner's `start_server` never stops its gRPC server (the chief process then
+never exits) and waits forever for a worker that died.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import keras_tuner as kt
+
+from textsweep.errors import ConfigError
+
+
+def distributed_role() -> str | None:
+    """`chief`, `worker`, or None for a single-process sweep."""
+    from keras_tuner.src.distribute import utils as distribute_utils
+
+    try:
+        if not distribute_utils.has_chief_oracle():
+            return None
+    except RuntimeError as exc:  # KERASTUNER_ORACLE_IP set without the port or the tuner id
+        raise ConfigError(f"distributed sweep: {exc}") from None
+    return "chief" if distribute_utils.is_chief_oracle() else "worker"
+
+
+def oracle_address() -> str:
+    return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+
+
+def _chief_servicer_class() -> type:
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    class ChiefServicer(OracleServicer):
+        """KerasTuner's servicer, remembering which workers were told the search is over."""
+
+        def __init__(self, oracle: Any):
+            super().__init__(oracle)
+            self.stopped_tuners: set[str] = set()
+            self.lost_tuners: set[str] = set()
+
+        def CreateTrial(self, request: Any, context: Any) -> Any:
+            trial = self.oracle.create_trial(request.tuner_id)
+            if trial.status == TrialStatus.STOPPED:
+                self.stop_triggered = True
+                self.stopped_tuners.add(request.tuner_id)
+            return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+
+        def search_done(self) -> bool:
+            if not self.stop_triggered or self.oracle.ongoing_trials:
+                return False
+            return not (set(self.oracle.tuner_ids) - self.stopped_tuners - self.lost_tuners)
+
+        def requeue_trial_of(self, tuner_id: str, reason: str) -> str | None:
+            """A worker died: hand its running trial to the next worker that asks."""
+            self.lost_tuners.add(tuner_id)
+            trial = self.oracle.ongoing_trials.get(tuner_id)
+            if trial is None:
+                return None
+            trial.status = TrialStatus.INVALID
+            trial.message = reason
+            self.oracle.end_trial(trial)
+            return trial.trial_id
+
+    return ChiefServicer
+
+
+def serve_oracle(tuner: kt.Tuner, poll: Callable[[Any], None] = lambda servicer: None) -> None:
+    """Chief role: serve the oracle until the budget is spent and every live worker was stopped."""
+    import grpc
+    from keras_tuner.src import protos
+
+    tuner.save()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    servicer = _chief_servicer_class()(tuner.oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    if server.add_insecure_port(oracle_address()) == 0:
+        raise ConfigError(f"chief cannot listen on {oracle_address()}; set KERASTUNER_ORACLE_PORT to a free port")
+    server.start()
+    try:
+        while not servicer.search_done():
+            time.sleep(0.5)
+            poll(servicer)
+    finally:
+        server.stop(grace=5).wait()
+
+
+def local_chief_environment() -> dict[str, str]:
+    """KerasTuner's variables for a chief on loopback, on a free port."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+
+
+class WorkerPool:
+    """`count` local workers running the same command, their lines relayed as one view.
+
+    Each worker gets KerasTuner's variables with its own tuner id (`tuner0`, `tuner1`, ...) and,
+    when GPUs exist, one GPU (`CUDA_VISIBLE_DEVICES`), round robin.
+    """
+
+    def __init__(self, *, config_path: Path, count: int, quiet: bool, stream: Any, extra_env: dict[str, str]):
+        self.config_path, self.count, self.quiet = Path(config_path), count, quiet
+        self.stream = stream or sys.stdout
+        self.extra_env = extra_env
+        self.processes: dict[str, Any] = {}
+        self._reported: set[str] = set()
+        self._relays: list[Any] = []
+
+    def say(self, line: str) -> None:
+        self.stream.write(f"[chief] {line}\n")
+        self.stream.flush()
+
+    def _environment(self, index: int, gpus: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "KERASTUNER_TUNER_ID")}
+        env |= self.extra_env | {"KERASTUNER_TUNER_ID": f"tuner{index}"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        return env
+
+    def __enter__(self) -> WorkerPool:
+        import subprocess
+        import threading
+
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        command = [sys.executable, "-m", "textsweep.cli", "sweep", "--config", str(self.config_path)]
+        for index in range(self.count):
+            tuner_id = f"tuner{index}"
+            process = subprocess.Popen(
+                command + (["--quiet"] if self.quiet else []), env=self._environment(index, gpus),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            )
+            self.processes[tuner_id] = process
+            relay = threading.Thread(target=self._relay, args=(tuner_id, process), daemon=True)
+            relay.start()
+            self._relays.append(relay)
+        self.say(f"started {self.count} workers on oracle {oracle_address()}" + (f", {gpus} GPUs" if gpus else ""))
+        return self
+
+    def _relay(self, tuner_id: str, process: Any) -> None:
+        for line in process.stdout:
+            line = line.rstrip()
+            # Workers' library chatter (TensorFlow start-up) stays out of the shared view.
+            if line and not line.startswith(("I0000", "E0000", "W0000", "WARNING: All log messages")):
+                self.stream.write(f"[{tuner_id}] {line}\n")
+                self.stream.flush()
+
+    def newly_dead(self) -> list[tuple[str, int]]:
+        dead = []
+        for tuner_id, process in self.processes.items():
+            code = process.poll()
+            if code not in (None, 0) and tuner_id not in self._reported:
+                self._reported.add(tuner_id)
+                dead.append((tuner_id, code))
+        return dead
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        import signal
+        import subprocess
+
+        if exc_type is not None:  # Ctrl-C or an error in the chief: stop every worker
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+        for tuner_id, process in self.processes.items():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for relay in self._relays:
+            relay.join(timeout=5)
