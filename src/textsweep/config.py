@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from textsweep.errors import ConfigError
 
@@ -118,6 +118,27 @@ class SearchConfig(_Section):
     hyperband_factor: int = Field(default=3, ge=2)
     max_consecutive_failures: int = Field(default=3, ge=1)
     promote: bool = False
+    # Wall-clock budget, e.g. "90m", "2h", "1h30m", "45s" (or seconds as a number): no trial
+    # starts after it, and the running trial stops at the end of its current epoch.
+    max_time: str | None = None
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration_text(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{value}s"
+        return value
+
+    @field_validator("max_time")
+    @classmethod
+    def _duration_is_readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @property
+    def max_time_seconds(self) -> float | None:
+        return None if self.max_time is None else parse_duration(self.max_time)
 
     @model_validator(mode="after")
     def _known_params(self) -> SearchConfig:
@@ -139,6 +160,8 @@ CHALLENGER_ALIAS = "challenger"  # what a promoted version that loses the gate i
 class RegistryConfig(_Section):
     model_name: str | None = None  # None = the sweep's name
     alias: str = "champion"
+    # What the alias gate compares on the test split; test_f1_macro suits imbalanced classes.
+    gate_metric: Literal["test_accuracy", "test_f1_macro"] = "test_accuracy"
 
     @model_validator(mode="after")
     def _mlflow_accepts_the_names(self) -> RegistryConfig:
@@ -188,6 +211,21 @@ class SweepConfig(_Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as `90m`, `2h`, `1h30m` or `45s`."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration; write e.g. 90m, 2h, 1h30m or 45s")
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"{text!r} is no time at all; give a positive duration")
+    return total
 
 
 def params_with(defaults: TrainingParams, overrides: dict[str, Any]) -> TrainingParams:
