@@ -66,7 +66,8 @@ class RssAfterTrial:
 def run_sweep(config, encoded, directory: Path, tracked: bool):
     import mlflow
 
-    from textsweep.tracking import TrialContext, TrialTracking, experiment_id
+    from textsweep.jobs import search
+    from textsweep.tracking import TrialContext, experiment_id
     from textsweep.tuning import build_tuner, fit_arguments
 
     if not tracked:
@@ -76,10 +77,7 @@ def run_sweep(config, encoded, directory: Path, tracked: bool):
     experiment = experiment_id(mlflow.MlflowClient(), config.name)
     with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep") as sweep_run:
         context = TrialContext(experiment, encoded, config.search.objective, sweep_run.info.run_id)
-        tuner = build_tuner(config, directory, mixins=(RssAfterTrial, TrialTracking), overwrite=True,
-                            trial_context=context)
-        tuner.search(encoded, **fit_arguments(config))
-    return tuner
+        return search(config, directory, context, mixins=(RssAfterTrial,), overwrite=True)
 
 
 def main() -> None:
@@ -91,7 +89,8 @@ def main() -> None:
     trials = 3 if args.smoke else args.trials
 
     workdir = scratch_directory(use_as_store=True)
-    from textsweep.tracking import connect, prepare_data
+    from textsweep.jobs import prepare_data
+    from textsweep.tracking import connect
 
     connect()
     config = sweep_config(trials, args.smoke)

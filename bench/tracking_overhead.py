@@ -57,8 +57,8 @@ class TimedHooks:
 def timed_trial(config, encoded, directory: Path, tracked: bool) -> float:
     import mlflow
 
-    from textsweep.tracking import TrialContext, TrialTracking, experiment_id
-    from textsweep.tuning import build_tuner, fit_arguments
+    from textsweep.jobs import search
+    from textsweep.tracking import TrialContext, experiment_id
 
     started = time.perf_counter()
     if tracked:
@@ -66,8 +66,7 @@ def timed_trial(config, encoded, directory: Path, tracked: bool) -> float:
         experiment = experiment_id(client, config.name)
         with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep") as sweep_run:
             context = TrialContext(experiment, encoded, config.search.objective, sweep_run.info.run_id)
-            tuner = build_tuner(config, directory, mixins=(TimedHooks, TrialTracking), overwrite=True, trial_context=context)
-            tuner.search(encoded, **fit_arguments(config))
+            search(config, directory, context, mixins=(TimedHooks,), overwrite=True)
         return time.perf_counter() - started
     return untracked_trial_seconds(config, encoded, directory)
 
@@ -80,7 +79,8 @@ def main() -> None:
     repeats = 1 if args.smoke else args.repeats
 
     workdir = scratch_directory(use_as_store=True)
-    from textsweep.tracking import connect, prepare_data
+    from textsweep.jobs import prepare_data
+    from textsweep.tracking import connect
 
     connect()
     config = sweep_config(args.smoke)

@@ -71,11 +71,30 @@ registry: {model_name: uz-sentiment, alias: champion}
         ({"name": "x", "registry": {"alias": "challenger"}}, "what textsweep calls versions that lose the gate"),
         ({"name": "x", "registry": {"model_name": "a/b"}}, "cannot be empty or contain '/' or ':'"),
         ({"name": "a:b"}, "set registry.model_name"),
+        ({"name": "x", "search": {"space": {"max_features": {"min": 1000, "max": 1e12}}}},
+         "search.space.max_features: 1e+12 is not allowed: max_features 1,000,000,000,000 is above 2,000,000"),
+        ({"name": "x", "defaults": {"max_features": 10_000_000}}, "defaults: max_features 10,000,000 is above 2,000,000"),
+        ({"name": "x", "search": {"space": {"max_features": {"values": [2000, 1_000_000]}, "embed_dim": {"min": 32, "max": 1024}}}},
+         "search.space: the largest trial does not fit in memory: max_features 1,000,000 x embed_dim 1,024 is an embedding of 1,024,000,000 weights (3.8 GiB"),
+        ({"name": "x", "data": {"classes": ["neg", "pos"], "label_map": {"neg": 0, "pos": 1}}}, "give data.classes or data.label_map, not both"),
+        ({"name": "x", "data": {"classes": ["pos"]}}, "fewer than 2 classes"),
+        ({"name": "x", "data": {"classes": ["neg", "pos", "neg"]}}, "classes lists neg more than once"),
+        ({"name": "x", "data": {"label_map": {"neg": 0, "pos": 2}}}, "label_map values [0, 2] must be the class indices 0..n-1"),
+        ({"name": "x", "data": {"cleaning": "ascii"}}, "data.cleaning: Input should be 'unicode', 'seed_a' or 'none'"),
     ],
 )
 def test_invalid_sweep_files_name_the_key_and_the_fix(raw, expected):
     message = error_of(raw)
     assert message.startswith("my.yaml") and expected in message
+
+
+def test_data_keys_for_any_labelled_text_set():
+    data = parse_config({"name": "x", "data": {"classes": ["negative", "neutral", "positive"], "cleaning": "none"}}).data
+    assert data.classes == ["negative", "neutral", "positive"] and data.cleaning == "none"
+    assert parse_config({"name": "x", "data": {"classes": [1, 0]}}).data.classes == [1, 0]  # ints stay ints
+    assert parse_config({"name": "x", "data": {"label_map": {"neg": 0, "negative": 0, "pos": 1, "neu": 2}}}).data.label_map["neu"] == 2
+    assert parse_config({"name": "x"}).data.cleaning == "unicode"
+    assert load_config(PROJECT_ROOT / "sweeps" / "uz.yaml").data.cleaning == "seed_a"  # the notebook's rule
 
 
 def test_missing_sweep_file(tmp_path):

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,19 +45,90 @@ def test_empty_texts_are_dropped_and_limit_applies_after_a_seeded_shuffle():
     assert "" not in data.train.texts + data.val.texts + data.test.texts
 
 
-def test_string_labels_need_an_explicit_map():
-    rows = frame([f"text number {i}" for i in range(40)], ["pos", "neg"] * 20)
-    with pytest.raises(DataError, match=r"must be binary 0/1.*data.label_map: \{neg: 0, pos: 1\}"):
+def three_class_rows(n=600):
+    rows = review_rows(n)
+    return rows.assign(label=[("negative", "neutral", "positive")[i % 3] for i in range(n)])
+
+
+def labels_as_classes(data, split="train"):
+    part = getattr(data, split)
+    return [data.classes[i] for i in part.labels]
+
+
+def test_string_labels_are_classes_in_sorted_order():
+    rows = three_class_rows()
+    data = prepare(rows, DataConfig(source="mem"))
+    assert data.classes == ["negative", "neutral", "positive"]
+    assert data.train.labels.dtype == np.int64 and set(data.train.labels) == {0, 1, 2}
+    # each text keeps its own label through shuffle, cleaning and split
+    by_text = dict(zip(clean_texts(rows["text"], "unicode"), rows["label"]))
+    assert labels_as_classes(data, "test") == [by_text[t] for t in data.test.texts]
+    assert {name: int(np.sum(data.test.labels == i)) for i, name in enumerate(data.classes)}["neutral"] > 50
+
+
+def test_data_classes_fixes_the_order():
+    data = prepare(three_class_rows(), DataConfig(source="mem", classes=["positive", "neutral", "negative"]))
+    assert data.classes == ["positive", "neutral", "negative"]
+    sorted_order = prepare(three_class_rows(), DataConfig(source="mem"))
+
+    def pairs(prepared):
+        return sorted((t, c) for s in ("train", "val", "test") for t, c in zip(getattr(prepared, s).texts, labels_as_classes(prepared, s)))
+
+    assert pairs(data) == pairs(sorted_order)  # same texts with the same classes, other indices
+    positive = [i for i, c in enumerate(labels_as_classes(data)) if c == "positive"]
+    assert positive and set(data.train.labels[positive]) == {0}
+    with pytest.raises(DataError, match=r"values \['neutral'\] that are not in data.classes \['negative', 'positive'\]"):
+        prepare(three_class_rows(), DataConfig(source="mem", classes=["negative", "positive"]))
+
+
+def test_label_map_gives_class_indices_and_names_each_class_by_its_first_key():
+    rows = frame([f"text number {i}" for i in range(40)], ["pos", "neg", "positive", "neg"] * 10)
+    data = prepare(rows, DataConfig(source="mem", label_map={"pos": 1, "positive": 1, "neg": 0}))
+    assert data.classes == ["neg", "pos"] and set(data.train.labels) == {0, 1}
+    assert labels_as_classes(data).count("pos") == labels_as_classes(data).count("neg")
+
+
+def test_zero_one_and_boolean_labels_are_used_as_they_are():
+    rows = review_rows(400)
+    ints = prepare(rows, DataConfig(source="mem"))
+    assert ints.classes == [0, 1] and ints.cleaning == "unicode"
+    floats = prepare(rows.assign(label=rows["label"].astype(float)), DataConfig(source="mem"))
+    booleans = prepare(rows.assign(label=rows["label"] == 1), DataConfig(source="mem"))
+    assert floats.classes == [0, 1] and booleans.classes == [False, True]
+    assert ints.fingerprint == floats.fingerprint == booleans.fingerprint  # same indices, same rows
+    assert labels_as_classes(booleans, "val") == [bool(label) for label in labels_as_classes(ints, "val")]
+
+
+def test_a_class_too_small_for_every_split_is_named_with_its_count():
+    rows = three_class_rows(300)
+    rows.loc[rows["label"] == "neutral", "label"] = "negative"
+    rows.loc[0, "label"] = "neutral"
+    with pytest.raises(DataError, match=r"class 'neutral' has 1 row after cleaning .* needs at least 10 rows"):
         prepare(rows, DataConfig(source="mem"))
-    data = prepare(rows, DataConfig(source="mem", label_map={"neg": 0, "pos": 1}))
-    assert set(data.train.labels) == {0, 1}
+
+
+def test_unicode_cleaning_keeps_every_script_and_word_internal_apostrophes():
+    texts = ["Отличное приложение!", "O'yin ZO‘R, oʻyin!", "हिन्दी अच्छा", "'Quoted' don't__stop", "ﬁne ２０２４", None]
+    assert clean_texts(texts, "unicode").tolist() == [
+        "отличное приложение", "o'yin zo'r o'yin", "हिन्दी अच्छा", "quoted don't stop", "fine 2024", "",
+    ]
+    assert clean_texts(texts[:2], "seed_a").tolist() == [" ", "oyin zor oyin"]  # Cyrillic is dropped
+    assert clean_texts(texts[:1], "none").tolist() == ["Отличное приложение!"]
+    assert clean_texts(texts[:2]).tolist() == clean_texts(texts[:2], "seed_a").tolist()  # serving's call
+
+
+def test_cleaning_that_empties_most_texts_names_the_setting():
+    rows = frame([f"Отличное приложение {'о' * i}" for i in range(1, 31)] + [f"good {i}" for i in range(10)], [0, 1] * 20)
+    with pytest.raises(DataError, match=r"data.cleaning 'seed_a' empties 30 of 40 texts .*set data.cleaning to unicode"):
+        prepare(rows, DataConfig(source="mem", cleaning="seed_a"))
+    assert "отличное приложение ооо" in {t for s in ("train", "val", "test") for t in getattr(prepare(rows, DataConfig(source="mem")), s).texts}
 
 
 @pytest.mark.parametrize(
     "rows, cfg, message",
     [
-        (frame(["a"] * 3, [0, 1, 2]), {}, "must be binary 0/1, found \\['0', '1', '2'\\]"),
-        (frame([f"t{i}" for i in range(30)], [1] * 30), {}, "only one class"),
+        (frame([f"t{i}" for i in range(30)], [1] * 30), {}, "only one class \\(1: 30 rows\\)"),
+        (frame(["a", "b", "c"], [0, 1, 2]), {}, "class 0 has 1 row after cleaning"),
         (pd.DataFrame({"review": ["a"], "label": [1]}), {}, "text column 'text' not found .* set data.text_column"),
         (pd.DataFrame({"text": ["a"], "y": [1]}), {}, "label column 'label' not found"),
         (frame([], []), {}, "has no rows"),
@@ -71,6 +143,9 @@ def test_bad_tables_get_specific_errors(rows, cfg, message):
 def test_file_errors(tmp_path):
     with pytest.raises(DataError, match="not found; set data.source"):
         load_data(DataConfig(source=str(tmp_path / "missing.csv")))
+    review_rows(50).to_csv(tmp_path / "reviews.csv", index=False)
+    with pytest.raises(DataError, match=r"is a directory, not a file; set data.source to a .csv/.tsv/.parquet file in it, e.g. '.*reviews.csv'"):
+        load_data(DataConfig(source=str(tmp_path)))
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncaf\xe9 bon,1\n".encode("latin-1"))
     with pytest.raises(DataError, match="is not valid utf-8 .* set data.encoding"):

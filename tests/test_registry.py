@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import use_own_store, review_rows, write_sweep_file
+from conftest import BIN, review_rows, use_own_store, write_sweep_file
 from textsweep import cli
 from textsweep.config import SweepConfig, load_config
 from textsweep.data import load_data
 from textsweep.errors import RegistryError
-from textsweep.registry import promote
-from textsweep.tracking import run_sweep
+from textsweep import registry as registry_module
+from textsweep.registry import (
+    champion_on_split,
+    class_probabilities,
+    evaluation_metrics,
+    gate_outcome,
+    gate_score,
+    promote,
+    register_once,
+)
+from textsweep.vocab import Vocabulary
+from textsweep.jobs import sweep as run_sweep
 
 MODEL_NAME = "rt-tiny"
 # A model that can learn in two epochs on 400 reviews, and one that cannot: a vocabulary of one
@@ -104,7 +119,8 @@ def test_first_promotion_registers_the_best_trial_as_champion(registry, first_pr
 
 def test_test_evaluation_is_logged_to_the_trial_run(registry, first_promotion):
     run = MlflowClient().get_run(registry.best_run_id)
-    for name in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc"):
+    binary = ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc")
+    for name in (*binary, "test_f1_macro", "test_precision_0", "test_precision_1", "test_recall_0", "test_recall_1"):
         assert 0.0 <= run.data.metrics[name] <= 1.0
         assert run.data.metrics[name] == pytest.approx(first_promotion.test_metrics[name])
     artifacts = {a.path for a in MlflowClient().list_artifacts(registry.best_run_id)}
@@ -139,7 +155,8 @@ def test_worse_candidate_on_the_same_split_becomes_challenger(registry, first_pr
     assert result.created and not result.won and result.alias == "challenger"
     assert result.test_metrics["test_accuracy"] < first_promotion.test_metrics["test_accuracy"]
     assert result.champion.version == "1" and not result.champion.reevaluated
-    assert "does not beat the champion" in result.summary()
+    assert "does not beat the champion: test_accuracy" in result.summary()
+    assert "alias @challenger (gate: test_accuracy)" in result.summary()
     assert aliases() == {"champion": "1", "challenger": result.version}
 
 
@@ -149,7 +166,7 @@ def test_champion_from_other_data_is_re_evaluated_on_the_candidate_split(registr
     assert result.champion.version == "1" and result.champion.reevaluated
     assert not result.won and aliases()["champion"] == "1" and aliases()["challenger"] == result.version
     tags = MlflowClient().get_model_version(MODEL_NAME, result.version).tags
-    assert float(tags["textsweep.champion_test_accuracy"]) == pytest.approx(result.champion.test_accuracy, abs=1e-5)
+    assert float(tags["textsweep.champion_test_accuracy"]) == pytest.approx(result.champion.score, abs=1e-5)
     assert "re-evaluated on this test split" in tags["textsweep.gate"]
 
 
@@ -200,5 +217,160 @@ def test_cli_promote_and_predict(registry, first_promotion, capsys):
 
     assert cli.main(["predict", "--model", f"models:/{MODEL_NAME}@nobody", "x"]) == 2
     captured = capsys.readouterr()
-    assert "textsweep: error: cannot load model 'models:/uz-tiny@nobody'" in captured.err
+    assert f"textsweep: error: cannot load model 'models:/{MODEL_NAME}@nobody'" in captured.err
     assert "Traceback" not in captured.err
+
+
+# ---------------------------------------------------------------- evaluation and gate, on hand-made arrays
+
+# Six texts, three classes. Predicted (each row's most probable class): [0, 1, 1, 1, 2, 0].
+THREE_CLASS_LABELS = np.array([0, 0, 1, 1, 2, 2])
+THREE_CLASS_PROBABILITIES = np.array(
+    [[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.5, 0.1, 0.4]]
+)
+
+
+def test_metrics_for_three_classes():
+    metrics = evaluation_metrics(THREE_CLASS_LABELS, THREE_CLASS_PROBABILITIES)
+    # By hand: class 0 predicted twice, right once; class 1 three times, right twice; class 2 once, right.
+    expected = {
+        "test_accuracy": 4 / 6,
+        "test_precision_0": 1 / 2, "test_precision_1": 2 / 3, "test_precision_2": 1.0,
+        "test_recall_0": 1 / 2, "test_recall_1": 1.0, "test_recall_2": 1 / 2,
+        "test_f1_macro": (1 / 2 + 4 / 5 + 2 / 3) / 3,  # F1 per class: 0.5, 0.8, 2/3
+    }
+    assert set(metrics) == {*expected, "test_roc_auc"}  # no binary-only test_precision / test_f1
+    assert metrics == pytest.approx(expected | {"test_roc_auc": metrics["test_roc_auc"]})
+    # One-vs-rest, macro: the mean of each class's AUC against the other two. By hand, of the
+    # 2 x 4 (class member, other) pairs ranked right by P(class): 7 for class 0, 7 for 1, 8 for 2.
+    assert metrics["test_roc_auc"] == pytest.approx((7 / 8 + 7 / 8 + 8 / 8) / 3)
+
+
+def test_binary_metrics_keep_their_names_and_match_from_either_output_layer():
+    labels = np.array([0, 0, 1, 1, 1])
+    positive = np.array([0.2, 0.6, 0.7, 0.4, 0.9])  # predicted [0, 1, 1, 0, 1]
+    metrics = evaluation_metrics(labels, np.column_stack([1 - positive, positive]))
+    assert metrics == pytest.approx({
+        "test_accuracy": 3 / 5, "test_precision": 2 / 3, "test_recall": 2 / 3, "test_f1": 2 / 3,
+        "test_roc_auc": 5 / 6,  # 5 of the 6 (positive, negative) pairs ranked right
+        "test_precision_0": 1 / 2, "test_recall_0": 1 / 2, "test_precision_1": 2 / 3, "test_recall_1": 2 / 3,
+        "test_f1_macro": (1 / 2 + 2 / 3) / 2,
+    })
+
+    class Sigmoid:  # a Keras model's `predict`, one column P(1)
+        def predict(self, ids, **kwargs):
+            return positive[: len(ids), None].astype(np.float32)
+
+    texts = ["good film", "Bad", "", "good", "bad bad"]
+    probabilities = class_probabilities(Sigmoid(), Vocabulary(("good", "bad"), maxlen=3), texts)
+    assert probabilities.shape == (5, 2) and probabilities.sum(axis=1) == pytest.approx(np.ones(5))
+    assert evaluation_metrics(labels, probabilities) == pytest.approx(metrics)
+
+
+def test_gate_compares_on_the_configured_metric():
+    # Imbalanced labels: always answering class 0 has the better accuracy, the worse macro-F1.
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 2])
+    majority, balanced = np.zeros(8, dtype=int), np.array([0, 0, 0, 1, 1, 2, 1, 2])
+    assert gate_score("test_accuracy", labels, majority, 3) == pytest.approx(6 / 8)
+    assert gate_score("test_accuracy", labels, balanced, 3) == pytest.approx(5 / 8)
+    assert gate_score("test_f1_macro", labels, majority, 3) == pytest.approx((6 / 7) / 3)
+    assert gate_score("test_f1_macro", labels, balanced, 3) == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+
+    # A champion with the same split is compared by the recorded tag of the gate metric.
+    tags = {"textsweep.data_fingerprint": "abc", "textsweep.test_accuracy": "0.75", "textsweep.test_f1_macro": "0.2857"}
+    client = SimpleNamespace(get_model_version=lambda name, version: SimpleNamespace(tags=tags))
+    data = SimpleNamespace(fingerprint="abc")
+    by_f1 = champion_on_split(client, "m", "3", data, "test_f1_macro")
+    assert (by_f1.version, by_f1.metric, by_f1.score, by_f1.reevaluated) == ("3", "test_f1_macro", 0.2857, False)
+    won, gate = gate_outcome("test_f1_macro", 0.6111, by_f1)
+    assert won and gate.startswith("beats the champion: test_f1_macro 0.6111 vs 0.2857 of version 3")
+    won, gate = gate_outcome("test_accuracy", 0.625, champion_on_split(client, "m", "3", data, "test_accuracy"))
+    assert not won and "test_accuracy 0.6250 vs 0.7500" in gate
+    assert gate_outcome("test_f1_macro", 0.5, None) == (True, "test_f1_macro 0.5000; no version held the alias before")
+
+
+def test_a_duplicate_registered_by_a_racing_promote_is_deleted(registry, first_promotion, monkeypatch):
+    """What a tracking server relies on (no file lock there): the oldest version of a trial is kept."""
+    name, client = "rt-duplicates", MlflowClient()
+    champion = client.get_model_version(MODEL_NAME, first_promotion.version)
+
+    def register_after_a_racer(client, config, trial, data, evaluation):
+        client.create_registered_model(name)
+        for _ in range(2):  # the racer's version first, then this promote's
+            mine = client.create_model_version(name, source=champion.source, run_id=trial.run_id,
+                                               tags={"textsweep.trial_run_id": trial.run_id})
+        return mine
+
+    monkeypatch.setattr(registry_module, "log_and_register", register_after_a_racer)
+    config = registry.good.model_copy(update={"registry": registry.good.registry.model_copy(update={"model_name": name})})
+    kept, created = register_once(client, config, first_promotion.trial, None, None)
+    assert (str(kept.version), created) == ("1", False)
+    assert [str(v.version) for v in versions(name)] == ["1"]
+
+
+# ---------------------------------------------------------------- two promotes at once
+
+
+def race_file(registry: Registry, source: SweepConfig, model_name: str) -> Path:
+    """`source`'s sweep file, registering under `model_name`."""
+    directory = registry.good_file.parent
+    config = yaml.safe_load((directory / f"{source.name}.yaml").read_text()) | {"registry": {"model_name": model_name}}
+    path = directory / f"{source.name}-{model_name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def promote_twice_at_once(sweep_file: Path) -> list[tuple[int, str, str]]:
+    """Two real `textsweep promote` processes on one store, started together: (rc, stdout, stderr) each."""
+    command = [str(BIN / "textsweep"), "promote", "--config", str(sweep_file)]
+    processes = [
+        subprocess.Popen(command, cwd=sweep_file.parent, env=dict(os.environ), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    return [(process.returncode, out, err) for process, (out, err) in zip(processes, outputs)]
+
+
+def trial_of(name: str, version: str) -> str:
+    return MlflowClient().get_model_version(name, version).tags["textsweep.trial_run_id"]
+
+
+def test_two_promotes_at_once_register_one_version_and_one_holder(registry, first_promotion):
+    name = "rt-race"
+    # Round 1: an empty model, both promote the good trial.
+    # Round 2: both promote a worse trial against that champion.
+    # Round 3: both promote the good trial again: nothing new.
+    for round_number, (source, alias) in enumerate(
+        [(registry.good, "champion"), (registry.hopeless, "challenger"), (registry.good, "champion")], start=1
+    ):
+        results = promote_twice_at_once(race_file(registry, source, name))
+        for rc, out, err in results:
+            assert rc == 0, f"round {round_number}: exit {rc}\n{out}\n{err[-3000:]}"
+            assert f"@{alias}" in out and "Traceback" not in err, f"round {round_number}:\n{out}\n{err[-3000:]}"
+        by_trial: dict[str, list[str]] = {}
+        for version in versions(name):
+            by_trial.setdefault(version.tags["textsweep.trial_run_id"], []).append(str(version.version))
+        assert all(len(numbers) == 1 for numbers in by_trial.values()), f"round {round_number}: {by_trial}"
+        assert len(by_trial) == (1 if round_number == 1 else 2)
+        held = aliases(name)
+        assert held["champion"] == by_trial[registry.best_run_id][0], f"round {round_number}: {held}"
+        if "challenger" in held:
+            assert trial_of(name, held["challenger"]) != trial_of(name, held["champion"]), f"round {round_number}: {held}"
+        assert ("challenger" in held) == (round_number > 1)
+        registered = [out for _, out, _ in results if "already registered" not in out]
+        assert len(registered) == (0 if round_number == 3 else 1), f"round {round_number}: {[out for _, out, _ in results]}"
+
+
+def test_gate_on_macro_f1_compares_the_recorded_macro_f1(registry, first_promotion):
+    """Last: it may move rt-tiny's champion. The worse trial again, now gated on test_f1_macro."""
+    by_f1 = registry.hopeless.registry.model_copy(update={"gate_metric": "test_f1_macro"})
+    result = promote(registry.hopeless.model_copy(update={"registry": by_f1}))
+    assert not result.created  # registered by the accuracy-gated promote above: its recorded metrics are reused
+    assert (result.gate_metric, result.champion.metric, result.champion.version) == ("test_f1_macro", "test_f1_macro", "1")
+    champion_f1 = float(MlflowClient().get_model_version(MODEL_NAME, "1").tags["textsweep.test_f1_macro"])
+    assert result.champion.score == pytest.approx(champion_f1)
+    assert result.won == (result.test_metrics["test_f1_macro"] > champion_f1)
+    assert f"(gate: test_f1_macro): {'beats' if result.won else 'does not beat'} the champion: test_f1_macro" in result.summary()
+    assert aliases()[result.alias] == result.version
+    assert "challenger" not in aliases() or aliases()["challenger"] != aliases()["champion"]

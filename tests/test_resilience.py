@@ -1,4 +1,4 @@
-"""A sweep survives `kill -9` and Ctrl-C: finished trials are kept, the rest run on resume."""
+"""A sweep survives kill -9, Ctrl-C, SIGTERM, a second process and failing trials; store problems are clear errors."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import write_sweep_file
@@ -106,22 +107,126 @@ def test_changed_space_under_the_same_name_is_refused_until_restart(store, revie
     assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3 + 1
 
 
-def test_diverging_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(store, reviews_csv):
-    # Adam with a learning rate of 1e30 turns the loss into NaN in the first epoch: every trial fails.
-    config = write_sweep_file(
-        store / "nan.yaml", name="diverges", source=str(reviews_csv),
-        defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "epochs": 1, "learning_rate": 1e30, "recurrent_dropout": 0.0},
-    )
-    config.write_text(config.read_text().replace("max_trials: 3", "max_trials: 5\n  max_consecutive_failures: 2"))
-    result = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"],
-                            cwd=store, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "2 trials in a row failed" in result.stderr and "loss became NaN at epoch 0" in result.stderr
-    runs = trial_runs(store, "diverges")
+class FailsByConstruction:
+    """A Keras callback that fails the trials it is told to, at the end of their first epoch:
+    a failure on every CPU, unlike a diverging learning rate (which saturates on some)."""
+
+    def __new__(cls, failing_trials: int):
+        import keras
+
+        class FailingTrials(keras.callbacks.Callback):
+            started = 0  # KerasTuner deep-copies the callbacks per trial; the class counts trials
+
+            def on_train_begin(self, logs=None):
+                type(self).started += 1
+
+            def on_epoch_end(self, epoch, logs=None):
+                if type(self).started <= failing_trials:
+                    raise RuntimeError(f"injected failure in trial {type(self).started - 1}")
+
+        return FailingTrials()
+
+
+def test_failed_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(store, reviews_csv):
+    import textsweep
+
+    config = yaml.safe_load(write_sweep_file(store / "fails.yaml", name="fails", source=str(reviews_csv)).read_text())
+    config["search"] |= {"max_trials": 5, "max_consecutive_failures": 2}
+    with pytest.raises(textsweep.SweepError) as error:
+        textsweep.sweep(config, quiet=True, callbacks=[FailsByConstruction(failing_trials=5)])
+    assert "2 trials in a row failed" in str(error.value) and "injected failure in trial 1" in str(error.value)
+    runs = trial_runs(store, "fails")
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
     for run in runs:
-        assert "loss became NaN" in run.data.tags["textsweep.failure_reason"]
-        assert "loss became NaN" in mlflow.artifacts.load_text(
-            f"{run.info.artifact_uri}/failure.txt")
+        assert "injected failure" in run.data.tags["textsweep.failure_reason"]
+        assert "injected failure" in mlflow.artifacts.load_text(f"{run.info.artifact_uri}/failure.txt")
     assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "FAILED"
+
+
+def test_a_sweep_in_which_no_trial_finished_ends_failed_with_the_reason(store, reviews_csv):
+    import textsweep
+
+    config = yaml.safe_load(write_sweep_file(store / "none.yaml", name="none-finished", source=str(reviews_csv)).read_text())
+    config["search"] |= {"max_trials": 2, "max_consecutive_failures": 3}  # the budget ends first
+    with pytest.raises(textsweep.SweepError, match="ended with no finished trial"):
+        textsweep.sweep(config, quiet=True, callbacks=[FailsByConstruction(failing_trials=2)])
+    runs = trial_runs(store, "none-finished")
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    sweep_run = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert sweep_run.info.status == "FAILED" and sweep_run.data.tags["textsweep.failure_reason"] == "no trial finished"
+
+
+def test_sigterm_ends_the_sweep_like_ctrl_c_and_says_how_to_resume(store, reviews_csv):
+    config = slow_sweep_file(store, reviews_csv, "terminated")
+    sweep = start_sweep(config, store)
+    wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "terminated")), sweep)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130
+    assert "resume with the same command" in err and "Traceback" not in err
+    runs = trial_runs(store, "terminated")
+    assert "RUNNING" not in [r.info.status for r in runs] and "KILLED" in [r.info.status for r in runs]
+    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
+
+
+@pytest.mark.parametrize("existing_store", [False, True], ids=["new-store", "existing-store"])
+def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(store, reviews_csv, existing_store):
+    if existing_store:  # the store and the experiment exist already
+        assert subprocess.run([str(BIN / "textsweep"), "train", "--config",
+                               str(write_sweep_file(store / "warm.yaml", name="owned", source=str(reviews_csv)))],
+                              cwd=store, capture_output=True, timeout=600).returncode == 0
+    config = slow_sweep_file(store, reviews_csv, "owned")
+    first, second = start_sweep(config, store), start_sweep(config, store)  # started together
+    (out2, err2), (out1, err1) = second.communicate(timeout=600), first.communicate(timeout=600)
+    outcomes = sorted([(first.returncode, err1), (second.returncode, err2)], key=lambda o: o[0])
+    (winner_code, winner_err), (loser_code, loser_err) = outcomes
+    assert winner_code == 0, winner_err[-2000:]
+    assert loser_code == 2 and "Traceback" not in loser_err, loser_err[-2000:]
+    owner_pid = first.pid if second.returncode == 2 else second.pid
+    assert f"sweep 'owned' is already running (process {owner_pid} on" in loser_err
+    assert "--workers N" in loser_err  # how to run in parallel instead
+    runs = trial_runs(store, "owned")
+    assert sorted(r.data.tags["textsweep.trial_id"] for r in runs) == ["0", "1", "2"]  # each trial once
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_store_without_its_database_driver_names_the_package_to_install(store, reviews_csv):
+    config = write_sweep_file(store / "driver.yaml", name="driver", source=str(reviews_csv))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = "mysql://user:secret@127.0.0.1:1/mlflow"  # PyMySQL is not installed
+    result = subprocess.run([str(BIN / "textsweep"), "train", "--config", str(config)],
+                            cwd=store, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "needs the database driver 'MySQLdb'" in result.stderr and "pip install mysqlclient" in result.stderr
+    assert "secret" not in result.stderr  # credentials are redacted
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder no write reaches: a read-only tmpfs when running as root (root ignores modes)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+        assert mounted.returncode == 0, f"cannot mount a read-only tmpfs: {mounted.stderr}"
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_an_unwritable_store_fails_fast_naming_the_path(store, reviews_csv, read_only_folder):
+    config = write_sweep_file(store / "ro.yaml", name="ro", source=str(reviews_csv))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{read_only_folder}/mlflow.db"
+    started = time.monotonic()
+    result = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"],
+                            cwd=store, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"the MLflow store {read_only_folder}/mlflow.db cannot be written" in result.stderr
+    assert time.monotonic() - started < 30  # not MLflow's ~2 minutes of retries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,12 +15,13 @@ import pytest
 import requests
 import yaml
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import scoring_server
 
 from conftest import BIN, http_server, use_own_store, review_rows, write_sweep_file
 from textsweep.config import load_config
 from textsweep.registry import promote
-from textsweep.serving import texts_of
-from textsweep.tracking import run_sweep
+from textsweep.serving import SIGNATURE, checking_texts, texts_of
+from textsweep.jobs import sweep as run_sweep
 
 MODEL_NAME = "rt-served"
 CHAMPION = f"models:/{MODEL_NAME}@champion"
@@ -41,6 +43,8 @@ def test_texts_of_accepts_a_text_column_a_list_or_a_string():
         (pd.DataFrame({"text": [1, 2]}), "row 0 is 1 \\(int\\), and 1 more rows"),
         (pd.DataFrame({"text": ["a", None]}, dtype=object), "row 1 is missing"),
         (pd.DataFrame({"text": ["a", None]}), "row 1 is missing"),
+        (pd.Series(["a", None], dtype="string"), "row 1 is missing \\(null\\)"),  # pd.NA
+        (["a", float("nan"), True, ["b"]], "row 1 is missing \\(null\\), and 2 more rows .* \\(rows 2, 3\\)"),
         ({"text": 3}, "got dict"),
     ],
 )
@@ -49,6 +53,59 @@ def test_malformed_requests_are_client_errors_that_say_what_to_send(request_data
         texts_of(request_data)
     assert raised.value.get_http_status_code() == 400
     assert '"dataframe_split"' in raised.value.message
+
+
+GOOD_TEXTS = ["Juda yaxshi ilova", ""]
+
+# Every JSON body MLflow's scoring server takes, built from a list of texts.
+FORMATS = {
+    "inputs-columns": lambda texts: {"inputs": {"text": texts}},
+    "inputs-records": lambda texts: {"inputs": [{"text": text} for text in texts]},
+    "inputs-list": lambda texts: {"inputs": texts},
+    "instances-records": lambda texts: {"instances": [{"text": text} for text in texts]},
+    "instances-columns": lambda texts: {"instances": {"text": texts}},
+    "dataframe_split": lambda texts: {"dataframe_split": {"columns": ["text"], "data": [[text] for text in texts]}},
+    "dataframe_records": lambda texts: {"dataframe_records": [{"text": text} for text in texts]},
+}
+NOT_TEXT = {"null": None, "NaN": float("nan"), "int": 7, "float": 2.5, "bool": True,
+            "list": ["a", "b"], "dict": {"a": 1}}
+
+
+def with_bad_row(bad) -> list:
+    return [GOOD_TEXTS[0], bad, GOOD_TEXTS[1]]
+
+
+def refusal(bad) -> str:
+    """The message texts_of gives for `with_bad_row(bad)`: every format must answer exactly this."""
+    with pytest.raises(MlflowException) as raised:
+        texts_of(with_bad_row(bad))
+    return raised.value.message
+
+
+def test_refusal_names_the_row_what_was_found_and_what_to_send():
+    assert refusal(None) == refusal(float("nan")) == refusal(pd.NA)
+    assert refusal(None).startswith("'text' must hold strings; row 1 is missing (null). Send each text as a JSON")
+    assert "row 1 is 7 (int)." in refusal(7) and "row 1 is True (bool)." in refusal(True)
+    assert "row 1 is {'a': 1} (dict)." in refusal({"a": 1})
+
+
+@pytest.mark.parametrize("bad", NOT_TEXT.values(), ids=NOT_TEXT.keys())
+@pytest.mark.parametrize("body_of", FORMATS.values(), ids=FORMATS.keys())
+def test_scoring_server_parsing_refuses_non_text_before_mlflow_casts_it(body_of, bad):
+    """In process: MLflow's own parser, wrapped as the served model wraps it (no model, no server)."""
+    parse = checking_texts(scoring_server.infer_and_parse_data)
+    with pytest.raises(MlflowException) as raised:
+        parse(json.loads(json.dumps(body_of(with_bad_row(bad)))), SIGNATURE.inputs)
+    assert raised.value.get_http_status_code() == 400
+    assert raised.value.message == refusal(bad)
+    parse(body_of(GOOD_TEXTS), SIGNATURE.inputs)  # good texts parse as before
+
+
+def test_a_record_without_text_is_a_missing_text_and_other_models_are_left_to_mlflow():
+    parse = checking_texts(scoring_server.infer_and_parse_data)
+    with pytest.raises(MlflowException, match="row 1 is missing"):
+        parse({"instances": [{"text": "a"}, {"review": "b"}]}, SIGNATURE.inputs)
+    assert parse({"inputs": {"text": ["a", None]}}, None)["text"].tolist() == ["a", None]
 
 
 def test_importing_serving_does_not_load_tensorflow():
@@ -155,3 +212,17 @@ def test_server_answers_raw_text_and_survives_malformed_requests(server):
 
     again = invoke(server, good)
     assert again.status_code == 200 and again.json()["predictions"] == predictions
+
+
+@pytest.mark.parametrize("bad", NOT_TEXT.values(), ids=NOT_TEXT.keys())
+@pytest.mark.parametrize("body_of", FORMATS.values(), ids=FORMATS.keys())
+def test_server_refuses_non_text_in_every_format_and_keeps_serving(server, body_of, bad):
+    # json.dumps, not requests' json=: it refuses NaN, which Python clients do send
+    refused = requests.post(f"{server}/invocations", data=json.dumps(body_of(with_bad_row(bad))),
+                            headers={"Content-Type": "application/json"}, timeout=60)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["message"] == refusal(bad)
+
+    answered = invoke(server, body_of(GOOD_TEXTS))
+    assert answered.status_code == 200, answered.text
+    assert len(answered.json()["predictions"]) == len(GOOD_TEXTS)

@@ -1,15 +1,58 @@
+import io
+import time
+
 import keras_tuner as kt
 import pytest
 
+from conftest import review_rows
 from textsweep.config import parse_config
+from textsweep.data import prepare
 from textsweep.errors import ConfigError
-from textsweep.tuning import build_tuner, check_resumable, sweep_identity, write_state
+from textsweep.tuning import (
+    ProgressReporting,
+    build_tuner,
+    check_resumable,
+    fit_arguments,
+    sweep_identity,
+    write_state,
+)
+from textsweep.vocab import encode_splits
 
 SPACE = {"embed_dim": {"min": 8, "max": 32, "step": 8}, "batch_size": {"values": [32, 64]}}
+TINY = {"max_features": 300, "embed_dim": 4, "lstm_out": 4, "batch_size": 64, "recurrent_dropout": 0.0, "spatial_dropout": 0.0}
 
 
 def config_for(algorithm, **search):
     return parse_config({"name": "t", "defaults": {"epochs": 4}, "search": {"algorithm": algorithm, "max_trials": 5, "space": SPACE} | search})
+
+
+def tiny_config(algorithm="random", epochs=2, **search):
+    return parse_config({
+        "name": "t", "data": {"source": "rows.csv"}, "defaults": TINY | {"epochs": epochs},
+        "search": {"algorithm": algorithm, "max_trials": 3, "space": {"lstm_out": {"values": [2, 3, 4]}}} | search,
+    })
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    """Real reviews, encoded once: 300 short Rotten Tomatoes snippets train a tiny LSTM in ~0.2 s an epoch."""
+    return encode_splits(prepare(review_rows(300), tiny_config().data))
+
+
+class Recorder:
+    """Tuner mixin: when each trial began and each epoch ended (time.time())."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.began, self.epoch_ends = {}, {}
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self.began[trial.trial_id] = time.time()
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        self.epoch_ends.setdefault(trial.trial_id, []).append(time.time())
 
 
 @pytest.mark.parametrize(
@@ -23,7 +66,7 @@ def config_for(algorithm, **search):
 )
 def test_each_algorithm_builds_its_keras_tuner_oracle(tmp_path, algorithm, oracle):
     tuner = build_tuner(config_for(algorithm), tmp_path / "t")
-    assert type(tuner.oracle) is oracle
+    assert isinstance(tuner.oracle, oracle)  # textsweep's subclass: the wall-clock budget, the grid's resume
     assert tuner.oracle.objective.name == "val_accuracy" and tuner.oracle.objective.direction == "max"
     assert tuner.oracle.max_trials == 5  # hyperband too: textsweep caps its brackets at the budget
     assert tuner.oracle.max_consecutive_failed_trials == 3
@@ -31,11 +74,156 @@ def test_each_algorithm_builds_its_keras_tuner_oracle(tmp_path, algorithm, oracl
     assert names == {"embed_dim", "batch_size"}
     if algorithm == "hyperband":
         assert tuner.oracle.max_epochs == 4
+        assert isinstance(tuner, kt.Hyperband)  # its brackets' epochs and weight loading stay KerasTuner's
 
 
 def test_loss_objective_is_minimised(tmp_path):
     tuner = build_tuner(config_for("random", objective="val_loss"), tmp_path / "t")
     assert tuner.oracle.objective.direction == "min"
+
+
+# ---------------------------------------------------------------- grid resume (KerasTuner issue 1055)
+
+
+GRID_2X2 = {"embed_dim": {"values": [8, 16]}, "batch_size": {"values": [32, 64]}}
+
+
+def finish(oracle, trial, score=0.5):
+    """What a tuner does at the end of a trial, without training."""
+    oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    oracle.save()
+
+
+def grid_points(oracle):
+    return sorted(tuple(t.hyperparameters.values[k] for k in ("embed_dim", "batch_size")) for t in oracle.trials.values())
+
+
+def test_grid_resumed_after_a_dead_process_makes_every_point_once(tmp_path):
+    config = config_for("grid", max_trials=10, space=GRID_2X2)
+    first = build_tuner(config, tmp_path / "t")
+    first.save()
+    for _ in range(2):
+        finish(first.oracle, first.oracle.create_trial("tuner0"))
+    running = first.oracle.create_trial("tuner0")  # the process dies during this trial
+
+    resumed = build_tuner(config, tmp_path / "t").oracle
+    retried = resumed.create_trial("tuner0")
+    assert retried.trial_id == running.trial_id
+    finish(resumed, retried)
+    while (trial := resumed.create_trial("tuner0")).status == "RUNNING":  # KerasTuner 1.4.8: KeyError here
+        finish(resumed, trial)
+    assert trial.status == "STOPPED"
+    assert grid_points(resumed) == [(8, 32), (8, 64), (16, 32), (16, 64)]
+    assert all(t.status == "COMPLETED" for t in resumed.trials.values())
+    again = build_tuner(config, tmp_path / "t").oracle  # a finished grid stays finished
+    assert again.create_trial("tuner0").status == "STOPPED" and len(again.trials) == 4
+
+
+def test_grid_resumed_between_trials_finishes_the_grid(tmp_path):
+    # KerasTuner 1.4.8 alone answers STOPPED here: its queue of points to extend starts empty.
+    config = config_for("grid", max_trials=10, space=GRID_2X2)
+    first = build_tuner(config, tmp_path / "t")
+    first.save()
+    for _ in range(3):
+        finish(first.oracle, first.oracle.create_trial("tuner0"))
+    resumed = build_tuner(config, tmp_path / "t").oracle
+    last = resumed.create_trial("tuner0")
+    assert last.status == "RUNNING" and last.trial_id == "03"
+    finish(resumed, last)
+    assert resumed.create_trial("tuner0").status == "STOPPED"
+    assert grid_points(resumed) == [(8, 32), (8, 64), (16, 32), (16, 64)]
+
+
+# ---------------------------------------------------------------- the wall-clock budget
+
+
+def test_no_trial_starts_after_the_deadline(tmp_path, encoded):
+    tuner = build_tuner(tiny_config(), tmp_path / "t", mixins=(Recorder,), deadline=time.time() - 1)
+    tuner.search(encoded, **fit_arguments(tiny_config()))
+    assert tuner.began == {} and tuner.oracle.trials == {}
+    assert tuner.stopped_by_time
+
+
+def test_the_deadline_stops_the_running_trial_after_its_epoch_and_keeps_it(tmp_path, encoded):
+    config = tiny_config(epochs=200, max_trials=20)  # a trial would last a minute; the budget ends it in seconds
+    deadline = time.time() + 5
+    tuner = build_tuner(config, tmp_path / "t", mixins=(Recorder,), deadline=deadline)
+    tuner.search(encoded, **fit_arguments(config))
+    assert time.time() < deadline + 30
+    assert all(began < deadline for began in tuner.began.values())  # no trial started after it
+    last = max(tuner.began, key=tuner.began.get)
+    ends = tuner.epoch_ends[last]
+    assert all(end < deadline for end in ends[:-1]) and ends[-1] >= deadline  # stopped within one epoch of it
+    assert len(ends) < 200
+    stopped = tuner.oracle.get_trial(last)
+    assert stopped.status == "COMPLETED" and stopped.score is not None and stopped.best_step < len(ends)
+    assert set(tuner.oracle.trials) == set(tuner.began)
+    assert tuner.stopped_by_time
+
+
+def test_a_chief_s_oracle_stops_handing_out_trials_at_the_deadline(tmp_path):
+    oracle = build_tuner(config_for("random"), tmp_path / "t", deadline=time.time() + 600).oracle
+    running = oracle.create_trial("tuner0")
+    assert running.status == "RUNNING"
+    oracle.deadline = time.time() - 1
+    assert oracle.create_trial("tuner0") is running  # a worker asking again for the trial it runs
+    assert oracle.create_trial("tuner1").status == "STOPPED"
+    assert "tuner1" not in oracle.tuner_ids and oracle.stopped_by_time  # so the chief can exit
+    finish(oracle, running)
+    assert oracle.create_trial("tuner0").status == "STOPPED" and len(oracle.trials) == 1
+
+
+def test_a_search_within_its_time_is_not_stopped_by_it(tmp_path, encoded):
+    config = tiny_config(epochs=1, max_trials=2)
+    tuner = build_tuner(config, tmp_path / "t", deadline=time.time() + 600)
+    tuner.search(encoded, **fit_arguments(config))
+    assert len(tuner.oracle.trials) == 2 and not tuner.stopped_by_time
+
+
+# ---------------------------------------------------------------- progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_in_a_pipe_is_one_line_per_trial(tmp_path, encoded):
+    config = tiny_config(algorithm="grid", epochs=2, max_trials=5)  # a 3-point grid ends before the budget
+    stream = io.StringIO()
+    tuner = build_tuner(config, tmp_path / "t", mixins=(ProgressReporting,), stream=stream)
+    tuner.search(encoded, **fit_arguments(config))
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 3
+    assert lines[0].startswith("trial 1/3 lstm_out=2 | done val_accuracy ") and "| best val_accuracy " in lines[0]
+    assert "ETA" in lines[0] and "ETA" not in lines[2]
+
+
+def test_progress_on_a_terminal_is_a_bar_that_resumes_where_the_sweep_was(tmp_path, encoded):
+    config = tiny_config(epochs=2, max_trials=3)
+    build_tuner(config.model_copy(update={"search": config.search.model_copy(update={"max_trials": 2})}),
+                tmp_path / "t").search(encoded, **fit_arguments(config))
+    stream = Terminal()
+    tuner = build_tuner(config, tmp_path / "t", mixins=(ProgressReporting,), stream=stream)
+    tuner.search(encoded, **fit_arguments(config))
+    shown = stream.getvalue()
+    assert "\r" in shown  # tqdm redraws the bar in place
+    assert " 67%|" in shown and "100%|" in shown  # it started at the 2 trials already done
+    assert "trial 3/3" in shown and "epoch 2/2 val_accuracy" in shown and "trial 3/3 lstm_out=" in shown
+    assert "[00:" in shown and "<" in shown  # tqdm's elapsed<remaining
+
+
+def test_quiet_progress_shows_nothing(tmp_path, encoded):
+    config = tiny_config(epochs=1, max_trials=1)
+    stream = Terminal()
+    build_tuner(config, tmp_path / "t", mixins=(ProgressReporting,), stream=stream, quiet=True).search(
+        encoded, **fit_arguments(config))
+    assert stream.getvalue() == ""
+
+
+# ---------------------------------------------------------------- resume state
 
 
 def test_resume_refuses_a_changed_space_or_data(tmp_path):
@@ -46,7 +234,33 @@ def test_resume_refuses_a_changed_space_or_data(tmp_path):
     changed = config_for("random", space={"embed_dim": {"min": 8, "max": 64, "step": 8}})
     with pytest.raises(ConfigError, match="different search space.*--restart"):
         check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")
-    with pytest.raises(ConfigError, match="different data.*--restart"):
+    with pytest.raises(ConfigError, match="different data.*fp1 -> fp2.*--restart"):
         check_resumable(tmp_path, sweep_identity(config, "fp2"), "t")
-    # the budget and promote flag may change between runs of the same sweep
-    assert check_resumable(tmp_path, sweep_identity(config_for("random", promote=True, max_trials=9), "fp1"), "t")
+    # the budget (trials or time) and the promote flag may change between runs of the same sweep
+    assert check_resumable(tmp_path, sweep_identity(config_for("random", promote=True, max_trials=9, max_time="2h"), "fp1"), "t")
+
+
+def test_the_refusal_names_each_changed_setting_with_old_and_new_values(tmp_path):
+    write_state(tmp_path, sweep_identity(config_for("random"), "fp1") | {"sweep_run_id": "abc"})
+    changed = parse_config({"name": "t", "defaults": {"epochs": 6, "dropout": 0.3},
+                            "search": {"algorithm": "bayesian", "max_trials": 5,
+                                       "space": {"embed_dim": {"min": 8, "max": 64, "step": 8}, "lstm_out": {"values": [4, 8]}}}})
+    with pytest.raises(ConfigError) as refused:
+        check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")
+    message = str(refused.value)
+    assert 'search.space.embed_dim: {"min": 8.0, "max": 32.0, "step": 8.0} -> {"min": 8.0, "max": 64.0, "step": 8.0}' in message
+    assert 'search.space.batch_size: {"values": [32.0, 64.0]} -> not searched' in message
+    assert 'search.space.lstm_out: not searched -> {"values": [4.0, 8.0]}' in message
+    assert 'search.algorithm: "random" (default) -> "bayesian"' in message
+    assert "defaults.epochs: 4 -> 6" in message and "defaults.dropout: 0.2 (default) -> 0.3" in message
+    assert "--restart" in message
+
+
+def test_a_state_file_from_before_settings_were_kept_still_resumes_and_refuses(tmp_path):
+    identity = sweep_identity(config_for("random"), "fp1")
+    legacy = {"search_digest": identity["search_digest"], "data_fingerprint": "fp1", "sweep_run_id": "abc"}
+    write_state(tmp_path, legacy)
+    assert check_resumable(tmp_path, identity, "t")["sweep_run_id"] == "abc"  # the same digest as before
+    changed = config_for("random", space={"embed_dim": {"values": [8]}})
+    with pytest.raises(ConfigError, match=r"different search space or defaults; resuming"):
+        check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from textsweep.data import clean_texts
-from textsweep.vocab import Vocabulary, fit_vocabulary, pad, split_words
+from textsweep.data import PreparedData, Split, clean_texts
+from textsweep.vocab import Vocabulary, encode_splits, fit_vocabulary, pad, split_words
 from conftest import review_rows
 
 TEXTS = ["the cat sat", "the dog sat down", "a cat! the end"]
@@ -38,9 +38,65 @@ def test_json_round_trip_without_pickle(tmp_path):
         Vocabulary.from_json('{"words": []}')
 
 
-def test_matches_the_keras_2_tokenizer_on_real_data():
+def test_classes_and_cleaning_travel_in_the_json():
+    vocabulary = Vocabulary(("o'yin", "яхши"), classes=("negative", "neutral", "positive"), cleaning="unicode")
+    loaded = Vocabulary.from_json(vocabulary.capped(2, maxlen=3).to_json())
+    assert loaded.classes == ("negative", "neutral", "positive") and loaded.cleaning == "unicode"
+    assert loaded.words == ("o'yin",) and loaded.encode_padded(["o'yin o'yin"]).tolist() == [[0, 1, 1]]
+    assert Vocabulary.from_json(Vocabulary(("a",), classes=(False, True)).to_json()).classes == (False, True)
+
+
+def test_a_vocabulary_saved_before_classes_were_kept_is_seed_a_binary():
+    old = '{"format": "textsweep.vocabulary/1", "maxlen": 4, "words": ["yaxshi", "emas"]}'
+    loaded = Vocabulary.from_json(old)
+    assert loaded.classes == (0, 1) and loaded.cleaning == "seed_a" and loaded.maxlen == 4
+
+
+def split_of(texts, labels):
+    return Split(list(texts), np.asarray(labels, dtype=np.int64))
+
+
+def encoded_with(train_texts):
+    labels = [i % 2 for i in range(len(train_texts))]
+    data = PreparedData(
+        train=split_of(train_texts, labels), val=split_of(["good", "bad"], [1, 0]), test=split_of(["fine", "poor"], [1, 0]),
+        fingerprint="x", source="mem", stats={}, classes=["neg", "pos"], cleaning="unicode",
+    )
+    return encode_splits(data)
+
+
+def test_one_huge_row_does_not_set_every_rows_padded_length():
+    texts = clean_texts(review_rows(237)["text"], "unicode").tolist()
+    huge = "abcdef " * 28_571  # ~200,000 characters, 28,571 words
+    encoded = encoded_with([huge, *texts])
+    longest_review = max(len(split_words(t)) for t in texts)
+    assert encoded.longest(2000) == 28_571
+    cap = encoded.maxlen_cap(2000)
+    assert longest_review / 2 < cap < 200  # twice the 99th percentile of the training lengths
+    assert encoded.resolve_maxlen(2000, None) == cap
+    assert encoded.arrays("train", 2000, encoded.resolve_maxlen(2000, None))[0].shape == (238, cap)
+    assert encoded.resolve_maxlen(2000, 30_000) == 30_000  # an explicit maxlen is used as given
+
+
+def test_padded_length_is_the_longest_when_no_text_stands_out():
+    texts = clean_texts(review_rows(500)["text"], "unicode").tolist()
+    encoded = encoded_with(texts)
+    assert encoded.resolve_maxlen(2000, None) == encoded.longest(2000) == max(len(split_words(t)) for t in texts)
+    assert encoded.longest(5) < encoded.longest(2000)  # counted in ids the trial keeps
+
+
+def test_vocabulary_carries_the_datas_classes_and_cleaning_and_caps_max_features():
+    encoded = encoded_with(["the cat sat", "the dog"])
+    assert encoded.vocabulary.classes == encoded.classes == ("neg", "pos") and encoded.vocabulary.cleaning == "unicode"
+    assert encoded.vocabulary.size == 5  # the, cat, sat, dog + padding
+    assert encoded.cap_max_features(10**9) == 5 and encoded.cap_max_features(3) == 3
+    assert encoded.vocabulary.capped(3, maxlen=2).classes == ("neg", "pos")
+
+
+@pytest.mark.parametrize("cleaning", ["seed_a", "unicode"])
+def test_matches_the_keras_2_tokenizer_on_real_data(cleaning):
     legacy = pytest.importorskip("tf_keras.preprocessing.text")
-    texts = clean_texts(review_rows(3000)["text"]).tolist()
+    texts = clean_texts(review_rows(3000)["text"], cleaning).tolist()
     tokenizer = legacy.Tokenizer(num_words=500, split=" ")
     tokenizer.fit_on_texts(texts)
     vocabulary = fit_vocabulary(texts)

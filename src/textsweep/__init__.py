@@ -1,7 +1,33 @@
 """textsweep: hyperparameter sweeps for LSTM text classifiers, tracked in MLflow.
 
+From a notebook or a script::
+
+    import textsweep
+    result = textsweep.sweep("sweeps/quick.yaml")          # or a dict, and data=<a DataFrame>
+    result.leaderboard                                     # finished trials, best first
+    result.best_model().predict(["a wonderful film"])      # the best trial on raw text
+    result.promote()                                       # test split, registry, alias gate
+    textsweep.load_model("models:/imdb-sentiment@champion").predict(["dull and too long"])
+
+The CLI (`textsweep sweep|train|promote|predict|runs`) is a thin layer over these functions.
 The data flows one way through the modules:
-config -> data -> vocab -> model -> tuning -> tracking -> registry -> serving, and cli on top.
+config -> data -> vocab -> model -> tuning -> distributed -> tracking -> serving -> registry
+-> jobs (the API below) -> cli. TensorFlow loads only when a job needs it.
 """
 
 __version__ = "0.1.0"
+
+from textsweep.errors import ConfigError, DataError, RegistryError, SweepError, TextsweepError, TrackingError  # noqa: E402
+
+_API = ("sweep", "train", "promote", "load_model", "SweepResult", "TrainResult", "RawTextModel")
+__all__ = [*_API, "TextsweepError", "ConfigError", "DataError", "TrackingError", "RegistryError", "SweepError"]
+
+
+def __getattr__(name: str):
+    # The API lives in jobs.py, which imports MLflow (~3 s): loaded on first use, so that
+    # `textsweep --version` or a sweep-file error answers at once.
+    if name in _API:
+        from textsweep import jobs
+
+        return getattr(jobs, name)
+    raise AttributeError(f"module 'textsweep' has no attribute {name!r}")

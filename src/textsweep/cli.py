@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -29,12 +31,14 @@ def _quiet_libraries() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from textsweep.config import load_config
-    from textsweep.tracking import run_training, tracking_uri, redact, ui_command
 
     config = load_config(args.config)
     _quiet_libraries()
-    run_id, metrics = run_training(config)
-    print(f"training run {run_id} in experiment {config.name!r}: test_accuracy {metrics['test_accuracy']:.4f}")
+    from textsweep import jobs
+    from textsweep.tracking import redact, tracking_uri, ui_command
+
+    result = jobs.train(config)
+    print(f"training run {result.run_id} in experiment {config.name!r}: test_accuracy {result.metrics['test_accuracy']:.4f}")
     print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
     return 0
 
@@ -44,10 +48,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _quiet_libraries()
-    from textsweep.tracking import redact, run_sweep, tracking_uri, ui_command
+    from textsweep import jobs
+    from textsweep.tracking import redact, tracking_uri, ui_command
 
     try:
-        result = run_sweep(config, quiet=args.quiet, restart=args.restart, workers=args.workers, config_path=Path(args.config))
+        result = jobs.sweep(config, quiet=args.quiet, restart=args.restart, workers=args.workers)
     except KeyboardInterrupt:
         print(
             f"\nsweep {config.name!r} interrupted: the running trial's run is KILLED, finished trials are kept.\n"
@@ -66,9 +71,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
     if config.search.promote:
-        from textsweep.registry import promote
-
-        print(promote(config, sweep_run_id=result.sweep_run_id).summary())
+        print(result.promote().summary())
     return 0 if not table.empty else 1
 
 
@@ -77,9 +80,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _quiet_libraries()
-    from textsweep.registry import promote
+    from textsweep import jobs
 
-    print(promote(config, sweep_run_id=args.sweep_run_id).summary())
+    print(jobs.promote(config, sweep_run_id=args.sweep_run_id).summary())
     return 0
 
 
@@ -163,8 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (kill, timeout, docker stop, schedulers) ends a job as Ctrl-C does: its runs end
+    # KILLED and the same command resumes it.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return args.handler(args)
     except TextsweepError as exc:
@@ -173,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ntextsweep: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

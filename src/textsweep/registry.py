@@ -2,32 +2,40 @@
 
 `promote(config)` takes the latest FINISHED sweep run of the sweep file's experiment (or the
 one named), picks its best FINISHED trial by `best_<objective>` (lowest for a loss), and:
-1. evaluates it on the **test split**, which the search never saw, through the same code that
-   serves it (serving.classify: raw text -> cleaning -> vocabulary -> Keras model), and logs
-   test accuracy, precision, recall, F1, ROC AUC, a confusion matrix and a ROC curve to the
-   trial's run;
+1. evaluates it on the **test split**, which the search never saw: raw test texts through the
+   serving cleaning and vocabulary into the trial's Keras model, giving a class-probability
+   matrix for any number of classes. It logs test accuracy, macro-F1, per-class precision and
+   recall (`test_precision_<i>`, `test_recall_<i>` for class index i), ROC AUC (binary; one-vs-rest
+   macro for more classes) and a confusion matrix to the trial's run; a binary task also gets
+   `test_precision`, `test_recall`, `test_f1` (class 1 positive) and a ROC curve;
 2. logs the trial as a pyfunc model (serving.py, raw text in) in the trial's run and registers
    it under `config.model_name`, tagged with its sweep run, trial run, trial id, the data's
    fingerprint and its test metrics;
-3. gates the alias (`registry.alias`, default `champion`): it moves to the new version only if
-   the version's test accuracy is strictly higher than the champion's on the same test split; a
-   tie keeps the champion. A version that does not win gets the alias `challenger`.
+3. gates the alias (`registry.alias`, default `champion`) on `registry.gate_metric`
+   (`test_accuracy` or `test_f1_macro`): it moves to the new version only if the version scores
+   strictly higher than the champion on the same test split; a tie keeps the champion. A version
+   that does not win gets the alias `challenger`.
 
 The same test split: a champion registered from data with the same fingerprint is compared by
-its recorded test accuracy. A champion from other data (another `data.limit`, seed, source) is
-loaded and re-evaluated on the candidate's test split, so both are scored on the same rows.
-Those rows may have been in the champion's own training data, which can only flatter the
-champion: the gate errs towards keeping it.
+its recorded gate metric. A champion from other data (another `data.limit`, seed, source), or
+one registered before that metric was recorded, is loaded and re-evaluated on the candidate's
+test split, so both are scored on the same rows. Those rows may have been in the champion's own
+training data, which can only flatter the champion: the gate errs towards keeping it.
 
 Idempotent: a trial already registered under the model name (version tag
 `textsweep.trial_run_id`) is not registered again; the gate is re-applied to that version.
 Every check that can fail (no sweep, no finished trial, changed data, a champion that cannot be
-loaded) runs before anything is written to the registry.
+loaded) runs before anything is written to the registry. Two promotes at once register one
+version per trial and leave one holder per alias (`promotion_lock`, `register_once`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import re
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +51,7 @@ from mlflow.tracking import MlflowClient
 
 from textsweep import plots
 from textsweep.config import CHALLENGER_ALIAS, SweepConfig
-from textsweep.data import PreparedData, load_data
+from textsweep.data import PreparedData, clean_texts, load_data
 from textsweep.errors import RegistryError
 from textsweep.tracking import (
     KERAS_MODEL_NAME,
@@ -53,18 +61,21 @@ from textsweep.tracking import (
     connect,
     leaderboard,
     redact,
+    sqlite_path,
     tracking_uri,
 )
 from textsweep.vocab import Vocabulary
 
 PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
-TEST_METRICS = ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc")
+# What evaluation_metrics names (per class: _<class index>); each is also a version tag textsweep.<name>.
+TEST_METRIC = re.compile(r"test_(accuracy|f1_macro|precision|recall|f1|roc_auc|precision_\d+|recall_\d+)")
+PER_CLASS_METRIC = re.compile(r"test_(precision|recall)_\d+")  # in the run and the tags, not the summary
 TAG_SWEEP_RUN = "textsweep.sweep_run_id"
 TAG_TRIAL_RUN = "textsweep.trial_run_id"
 TAG_FINGERPRINT = "textsweep.data_fingerprint"
 TAG_TEST_ROWS = "textsweep.test_rows"
 TAG_GATE = "textsweep.gate"
-TAG_CHAMPION_ACCURACY = "textsweep.champion_test_accuracy"  # the champion's, re-evaluated on this split
+TAG_CHAMPION_SCORE = "textsweep.champion_{metric}"  # the champion's gate metric, re-evaluated on this split
 
 
 @dataclass(frozen=True)
@@ -81,11 +92,22 @@ class TrialChoice:
 
 @dataclass(frozen=True)
 class Champion:
-    """The version holding the alias, scored on the candidate's test split."""
+    """The version holding the alias, scored on the candidate's test split by the gate metric."""
 
     version: str
-    test_accuracy: float
-    reevaluated: bool  # registered from other data, so loaded and scored on this test split
+    metric: str  # registry.gate_metric, e.g. test_accuracy
+    score: float
+    reevaluated: bool  # registered from other data (or without the metric), so loaded and scored on this test split
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A trial scored on the test split, and what registering it needs."""
+
+    keras_model: Any
+    vocabulary_json: str
+    probabilities: np.ndarray  # rows x classes
+    metrics: dict[str, float]
 
 
 @dataclass
@@ -96,11 +118,12 @@ class PromotionResult:
     version: str
     alias: str  # the alias the version holds after promotion: the configured one or `challenger`
     won: bool  # holds the configured alias
-    created: bool  # False: the trial was registered before, no new version
+    created: bool  # False: the trial was registered before (by this or another promote), no new version
     trial: TrialChoice
     data_fingerprint: str
     test_metrics: dict[str, float]
     test_rows: int
+    gate_metric: str  # what the gate compared: registry.gate_metric
     champion: Champion | None  # the alias holder it was compared with (None: there was none)
     gate: str  # why the alias went where it went
 
@@ -109,14 +132,18 @@ class PromotionResult:
         return f"models:/{self.model_name}@{self.alias}"
 
     def summary(self) -> str:
-        metrics = ", ".join(f"{name.removeprefix('test_')} {value:.4f}" for name, value in self.test_metrics.items())
+        metrics = ", ".join(
+            f"{name.removeprefix('test_')} {value:.4f}"
+            for name, value in self.test_metrics.items()
+            if not PER_CLASS_METRIC.fullmatch(name)  # per class: in the trial's run
+        )
         registered = "registered as" if self.created else "already registered as"
         return "\n".join(
             [
                 f"best trial {self.trial.trial_id} of sweep run {self.trial.sweep_run_id} "
                 f"({self.trial.objective} {self.trial.score:.4f}), on {self.test_rows} test rows: {metrics}",
                 f"{registered} {self.model_name!r} version {self.version} (trial run {self.trial.run_id})",
-                f"alias @{self.alias}: {self.gate}",
+                f"alias @{self.alias} (gate: {self.gate_metric}): {self.gate}",
                 f"serve: mlflow models serve -m {self.model_uri} --env-manager local --host 127.0.0.1 -p 5001",
                 f'try:   textsweep predict --model {self.model_uri} "some text"',
             ]
@@ -183,14 +210,14 @@ def best_trial(client: MlflowClient, sweep: Run, default_objective: str) -> Tria
     )
 
 
-def prepared_test_data(config: SweepConfig, sweep: Run) -> PreparedData:
-    """The sweep file's data, refused unless it is the data the sweep searched (same fingerprint)."""
-    data = load_data(config.data)
+def prepared_test_data(config: SweepConfig, sweep: Run, data: PreparedData | None = None) -> PreparedData:
+    """The sweep file's data (or `data`, prepared from a DataFrame), refused unless the sweep searched it."""
+    data = load_data(config.data) if data is None else data
     searched = sweep.data.params.get("data_fingerprint")
     if searched != data.fingerprint:
         raise RegistryError(
-            f"sweep run {sweep.info.run_id} searched data with fingerprint {searched}, but the sweep "
-            f"file's data ({config.data.source!r}) now gives {data.fingerprint}: its test split is not the "
+            f"sweep run {sweep.info.run_id} searched data with fingerprint {searched}, but the "
+            f"data given ({data.source!r}) now gives {data.fingerprint}: its test split is not the "
             "one the search never saw. Promote with the sweep file the sweep ran with (the run's "
             "sweep.yaml artifact holds it), or run the sweep again on this data"
         )
@@ -248,45 +275,118 @@ def metric_tag(name: str) -> str:
     return f"textsweep.{name}"
 
 
-def recorded_metrics(version: ModelVersion) -> dict[str, float]:
-    """The test metrics a version was registered with (its tags)."""
-    metrics = {name: float(version.tags[metric_tag(name)]) for name in TEST_METRICS if metric_tag(name) in version.tags}
-    if "test_accuracy" not in metrics:
+def recorded_metrics(version: ModelVersion, gate_metric: str) -> dict[str, float]:
+    """The test metrics a version was registered with (its `textsweep.test_*` tags)."""
+    metrics = {
+        name: float(value)
+        for key, value in version.tags.items()
+        if key.startswith("textsweep.") and TEST_METRIC.fullmatch(name := key.removeprefix("textsweep."))
+    }
+    if gate_metric not in metrics:
         raise RegistryError(
             f"version {version.version} of {version.name!r} is registered for this trial but has no "
-            "textsweep.test_accuracy tag; delete that version, then promote again"
+            f"{metric_tag(gate_metric)} tag (registered before textsweep recorded it); gate on another "
+            "registry.gate_metric, or delete that version and promote again"
         )
     return metrics
 
 
-def evaluation_metrics(labels: np.ndarray, predictions: pd.DataFrame) -> dict[str, float]:
-    """Test accuracy, precision, recall, F1 (class 1 positive) and ROC AUC of `classify`'s output."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+def class_probabilities(keras_model: Any, vocabulary: Vocabulary, texts: list[str]) -> np.ndarray:
+    """P(class i) of each raw text (rows x classes), cleaned (the vocabulary's mode) and encoded as served.
 
-    predicted, probability = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
+    A sigmoid model's one column P(1) becomes [1 - P(1), P(1)], so binary and multi-class models
+    are scored by one code path.
+    """
+    ids = vocabulary.encode_padded(clean_texts(texts, vocabulary.cleaning).tolist())
+    scores = np.asarray(keras_model.predict(ids, verbose=0, batch_size=512), dtype=np.float64)
+    return np.column_stack([1.0 - scores[:, 0], scores[:, 0]]) if scores.shape[-1] == 1 else scores
+
+
+def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
+    """The most probable class of each row; binary: 1 when P(1) > 0.5, as serving and Keras decide."""
+    return np.argmax(probabilities, axis=1)  # a 0.5/0.5 tie goes to class 0, as P(1) > 0.5 does
+
+
+def evaluation_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Test metrics from true class indices and the class-probability matrix (rows x classes).
+
+    Any number of classes: `test_accuracy`, `test_f1_macro`, `test_precision_<i>` and
+    `test_recall_<i>` for class index i, and `test_roc_auc` (one-vs-rest, macro-averaged, for more
+    than two classes). Binary also keeps `test_precision`, `test_recall`, `test_f1` with class 1
+    positive, and its ROC AUC is P(1)'s.
+    """
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
+
+    classes = list(range(probabilities.shape[1]))
+    predicted = predicted_classes(probabilities)
+    precision, recall, _, _ = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
     metrics = {
         "test_accuracy": accuracy_score(labels, predicted),
-        "test_precision": precision_score(labels, predicted, zero_division=0),
-        "test_recall": recall_score(labels, predicted, zero_division=0),
-        "test_f1": f1_score(labels, predicted, zero_division=0),
+        "test_f1_macro": f1_score(labels, predicted, labels=classes, average="macro", zero_division=0),
     }
-    if len(np.unique(labels)) == 2:  # stratified splits always hold both classes
-        metrics["test_roc_auc"] = roc_auc_score(labels, probability)
+    if len(classes) == 2:
+        metrics |= {
+            "test_precision": precision[1],
+            "test_recall": recall[1],
+            "test_f1": f1_score(labels, predicted, zero_division=0),
+        }
+    metrics |= {f"test_precision_{i}": precision[i] for i in classes}
+    metrics |= {f"test_recall_{i}": recall[i] for i in classes}
+    if set(np.unique(labels)) == set(classes):  # stratified splits hold every class; AUC needs them all
+        metrics["test_roc_auc"] = (
+            roc_auc_score(labels, probabilities[:, 1])
+            if len(classes) == 2
+            else roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=classes)
+        )
     return {name: float(value) for name, value in metrics.items()}
 
 
+def gate_score(metric: str, labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    """`registry.gate_metric` from labels alone: what a champion's served `label` column allows."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if metric == "test_f1_macro":
+        return float(f1_score(labels, predicted, labels=list(range(classes)), average="macro", zero_division=0))
+    return float(accuracy_score(labels, predicted))
+
+
+def confusion_matrix_figure(labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[Any], title: str) -> Any:
+    """An n x n confusion matrix, rows the true classes, ticks the class names."""
+    # plots.confusion_matrix draws classes 0 and 1 only; this one belongs there once plots.py takes n classes.
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.5, 0.6 * len(class_names) + 2)
+    figure = Figure(figsize=(size, size - 0.5), layout="constrained")
+    ConfusionMatrixDisplay.from_predictions(
+        labels, predicted, labels=list(range(len(class_names))), display_labels=[str(c) for c in class_names],
+        cmap="Blues", colorbar=False, xticks_rotation="vertical" if len(class_names) > 4 else "horizontal",
+        ax=figure.subplots(),
+    )
+    figure.axes[0].set_title(title)
+    return figure
+
+
+def evaluate_trial(trial: TrialChoice, data: PreparedData) -> Evaluation:
+    """The trial's Keras model and vocabulary, scored on the raw test texts as they will be served."""
+    keras_model = trial_keras_model(trial)
+    vocabulary_json = trial_vocabulary(trial)
+    probabilities = class_probabilities(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)
+    return Evaluation(keras_model, vocabulary_json, probabilities, evaluation_metrics(data.test.labels, probabilities))
+
+
 def champion_on_split(
-    client: MlflowClient, model_name: str, version: str, data: PreparedData
+    client: MlflowClient, model_name: str, version: str, data: PreparedData, metric: str
 ) -> Champion:
-    """The alias holder's test accuracy on `data`'s test split: recorded if the split is the same."""
+    """The alias holder's gate metric on `data`'s test split: recorded if the split is the same."""
     holder = client.get_model_version(model_name, version)
-    recorded = holder.tags.get(metric_tag("test_accuracy"))
+    recorded = holder.tags.get(metric_tag(metric))
     if holder.tags.get(TAG_FINGERPRINT) == data.fingerprint and recorded is not None:
-        return Champion(version, float(recorded), reevaluated=False)
+        return Champion(version, metric, float(recorded), reevaluated=False)
     uri = f"models:/{model_name}/{version}"
     try:
         predictions = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": data.test.texts}))
-        accuracy = float(np.mean(np.asarray(predictions["label"]) == data.test.labels))
+        score = gate_score(metric, data.test.labels, np.asarray(predictions["label"]), len(data.classes))
     except Exception as exc:  # any model can hold the alias; say which one cannot be compared
         raise RegistryError(
             f"the current champion {uri} was registered from other data and cannot be re-evaluated on "
@@ -294,16 +394,16 @@ def champion_on_split(
             f"alias to a textsweep version or delete it (MlflowClient().delete_registered_model_alias("
             f"{model_name!r}, alias)), then promote again"
         ) from None
-    return Champion(version, accuracy, reevaluated=True)
+    return Champion(version, metric, score, reevaluated=True)
 
 
-def gate_outcome(candidate_accuracy: float, champion: Champion | None) -> tuple[bool, str]:
-    """Whether the candidate takes the alias, and why: strictly higher test accuracy on the same split."""
+def gate_outcome(metric: str, candidate: float, champion: Champion | None) -> tuple[bool, str]:
+    """Whether the candidate takes the alias, and why: a strictly higher `metric` on the same split."""
     if champion is None:
-        return True, f"test accuracy {candidate_accuracy:.4f}; no version held the alias before"
+        return True, f"{metric} {candidate:.4f}; no version held the alias before"
     where = "re-evaluated on this test split" if champion.reevaluated else "same test split"
-    comparison = f"test accuracy {candidate_accuracy:.4f} vs {champion.test_accuracy:.4f} of version {champion.version} ({where})"
-    if candidate_accuracy > champion.test_accuracy:
+    comparison = f"{metric} {candidate:.4f} vs {champion.score:.4f} of version {champion.version} ({where})"
+    if candidate > champion.score:
         return True, f"beats the champion: {comparison}"
     return False, f"does not beat the champion: {comparison}"
 
@@ -343,27 +443,20 @@ def version_tags(trial: TrialChoice, data: PreparedData, metrics: dict[str, floa
 
 
 def log_and_register(
-    client: MlflowClient,
-    config: SweepConfig,
-    trial: TrialChoice,
-    data: PreparedData,
-    keras_model: Any,
-    vocabulary_json: str,
-    predictions: pd.DataFrame,
-    metrics: dict[str, float],
+    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, evaluation: Evaluation
 ) -> ModelVersion:
     """Log the test evaluation and the pyfunc model to the trial's run, then register a version."""
-    labels = data.test.labels
+    labels, probabilities, metrics = data.test.labels, evaluation.probabilities, evaluation.metrics
     title = f"trial {trial.trial_id}: test split ({len(labels)} rows)"
+    figures = {"test_confusion_matrix.png": confusion_matrix_figure(labels, predicted_classes(probabilities), data.classes, title)}
+    if probabilities.shape[1] == 2:
+        figures["test_roc_curve.png"] = plots.roc_curve(labels, probabilities[:, 1], title)
     trained_until = client.get_run(trial.run_id).info.end_time
     with tempfile.TemporaryDirectory() as workdir, mlflow.start_run(run_id=trial.run_id):
         mlflow.log_metrics(metrics)
-        for figure, artifact in (
-            (plots.confusion_matrix(labels, predictions["label"].to_numpy(), title), "test_confusion_matrix.png"),
-            (plots.roc_curve(labels, predictions["probability"].to_numpy(), title), "test_roc_curve.png"),
-        ):
+        for artifact, figure in figures.items():
             mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 80})
-        model_info = log_pyfunc_model(keras_model, vocabulary_json, Path(workdir))
+        model_info = log_pyfunc_model(evaluation.keras_model, evaluation.vocabulary_json, Path(workdir))
     # Reopening the run moved its end to now; keep the trial's own duration in the UI.
     client.set_terminated(trial.run_id, "FINISHED", end_time=trained_until)
     try:
@@ -379,70 +472,131 @@ def log_and_register(
         tags=version_tags(trial, data, metrics),
         description=(
             f"Trial {trial.trial_id} of sweep run {trial.sweep_run_id} (experiment {config.name!r}): "
-            f"test accuracy {metrics['test_accuracy']:.4f} on {len(labels)} rows of data {data.fingerprint}."
+            f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_f1_macro']:.4f} "
+            f"on {len(labels)} rows of data {data.fingerprint}."
         ),
     )
 
 
+# Two promotes at once must leave one version per trial and one holder per alias; without care
+# both find the trial unregistered, both register it, and the later gate puts @challenger on the
+# champion's own trial. Two layers:
+# - The registry itself is the referee, so this holds for a tracking server that other hosts
+#   share: `register_once` re-reads the trial's versions after creating one and keeps the oldest,
+#   deleting its own duplicate (the store numbers versions in commit order, so every racer keeps
+#   the same one); `register_and_gate` re-reads the alias holder after registering and leaves a
+#   version that already holds the alias alone; alias moves are idempotent. MLflow has no
+#   compare-and-set on aliases, so on a server two *different* trials promoted at the same instant
+#   can both be compared with the same old champion, and the alias ends on the last writer's.
+# - On a local SQLite store (the default) `promotion_lock` runs promotions one at a time, so the
+#   second finds the first's version and gate, exactly as if run after it. fcntl.flock is
+#   released by the OS when the process ends, however it ends: a crash never leaves the store
+#   locked. A file lock means nothing to a server reached from several hosts, hence the first layer.
+
+
+@contextlib.contextmanager
+def promotion_lock(uri: str) -> Iterator[None]:
+    """One promotion at a time on a local SQLite store (a lock file beside it); no lock for other stores."""
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with (database.parent / f".{database.name}.promote.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes or the process dies
+        yield
+
+
+def register_once(
+    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, evaluation: Evaluation
+) -> tuple[ModelVersion, bool]:
+    """The trial's one version, and whether this call created it (False: another promote did)."""
+    earlier = registered_version(client, config.model_name, trial.run_id)
+    if earlier is not None:  # registered by another promote while this one evaluated
+        return earlier, False
+    mine = log_and_register(client, config, trial, data, evaluation)
+    first = registered_version(client, config.model_name, trial.run_id)  # the oldest, ours included
+    if first is not None and str(first.version) != str(mine.version):
+        client.delete_model_version(config.model_name, mine.version)
+        if mine.model_id:  # the duplicate's pyfunc model in the trial's run
+            client.delete_logged_model(mine.model_id)
+        return first, False
+    return mine, True
+
+
 def apply_gate(
-    client: MlflowClient, model_name: str, version: str, alias: str, gate: str, champion: Champion | None
-) -> None:
-    """Point `alias` at the version and record on it why; a new champion stops being the challenger."""
-    client.set_registered_model_alias(model_name, alias, version)
-    if alias != CHALLENGER_ALIAS and alias_holder(client, model_name, CHALLENGER_ALIAS) == version:
-        client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
-    client.set_model_version_tag(model_name, version, TAG_GATE, f"@{alias}: {gate}")
+    client: MlflowClient, model_name: str, version: str, alias: str, won: bool, gate: str, champion: Champion | None
+) -> str:
+    """Point `alias` (or `challenger`) at the version and record why; returns the alias it holds.
+
+    A new champion stops being the challenger, and a version that holds the alias (another
+    promote just gave it) never also becomes the challenger.
+    """
+    if won:
+        client.set_registered_model_alias(model_name, alias, version)
+        if alias_holder(client, model_name, CHALLENGER_ALIAS) == version:
+            client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
+        held = alias
+    elif alias_holder(client, model_name, alias) == version:
+        return alias
+    else:
+        client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
+        held = CHALLENGER_ALIAS
+    client.set_model_version_tag(model_name, version, TAG_GATE, f"@{held}: {gate}")
     if champion is not None and champion.reevaluated:
-        client.set_model_version_tag(model_name, version, TAG_CHAMPION_ACCURACY, f"{champion.test_accuracy:.6g}")
+        client.set_model_version_tag(model_name, version, TAG_CHAMPION_SCORE.format(metric=champion.metric), f"{champion.score:.6g}")
+    return held
 
 
-def promote(config: SweepConfig, sweep_run_id: str | None = None) -> PromotionResult:
-    """Evaluate the sweep's best trial on the test split, register it, and gate the alias."""
-    from textsweep.serving import classify
+def promote(config: SweepConfig, sweep_run_id: str | None = None, data: PreparedData | None = None) -> PromotionResult:
+    """Evaluate the sweep's best trial on the test split, register it, and gate the alias.
 
-    alias = config.registry.alias
+    `data`: the sweep's data prepared from a DataFrame (jobs.promote), instead of `data.source`.
+    """
     client = connect()
     sweep = find_sweep_run(client, config, sweep_run_id)
     trial = best_trial(client, sweep, config.search.objective)
-    data = prepared_test_data(config, sweep)
-    model_name = config.model_name
+    data = prepared_test_data(config, sweep, data)
+    with promotion_lock(tracking_uri()):
+        return register_and_gate(client, config, trial, data)
+
+
+def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData) -> PromotionResult:
+    """Register the trial once (or find it registered) and gate the alias on `registry.gate_metric`."""
+    model_name, alias, metric = config.model_name, config.registry.alias, config.registry.gate_metric
     existing = registered_version(client, model_name, trial.run_id)
-
-    if existing is not None:  # promoted before: reuse its evaluation, register nothing new
-        metrics = recorded_metrics(existing)
-        keras_model = vocabulary_json = predictions = None
-    else:
-        keras_model = trial_keras_model(trial)
-        vocabulary_json = trial_vocabulary(trial)
-        # Raw test texts through the serving code: what is measured is what will be served.
-        predictions = classify(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)
-        metrics = evaluation_metrics(data.test.labels, predictions)
-
+    # Promoted before: reuse its recorded evaluation. Otherwise score it as it will be served.
+    evaluation = evaluate_trial(trial, data) if existing is None else None
+    metrics = evaluation.metrics if evaluation is not None else recorded_metrics(existing, metric)
     holder = alias_holder(client, model_name, alias)
-    unchanged = existing is not None and holder == str(existing.version)
-    if unchanged:
-        champion, won, gate = None, True, "already held by this version; nothing changed"
-    else:
-        champion = champion_on_split(client, model_name, holder, data) if holder is not None else None
-        won, gate = gate_outcome(metrics["test_accuracy"], champion)
+    checked = None if existing is None else str(existing.version)
+    champion = champion_on_split(client, model_name, holder, data, metric) if holder not in (None, checked) else None
 
     # Everything that can fail has run; only now is the registry written to.
     if existing is None:
-        version = str(log_and_register(client, config, trial, data, keras_model, vocabulary_json, predictions, metrics).version)
+        registered, created = register_once(client, config, trial, data, evaluation)
     else:
-        version = str(existing.version)
-    if not unchanged:
-        apply_gate(client, model_name, version, alias if won else CHALLENGER_ALIAS, gate, champion)
+        registered, created = existing, False
+    version = str(registered.version)
+    if (now := alias_holder(client, model_name, alias)) != holder:  # another promote moved it meanwhile
+        holder = now
+        champion = champion_on_split(client, model_name, holder, data, metric) if holder not in (None, version) else None
+    if holder == version:
+        champion, held, gate = None, alias, "already held by this version; nothing changed"
+    else:
+        won, gate = gate_outcome(metric, metrics[metric], champion)
+        held = apply_gate(client, model_name, version, alias, won, gate, champion)
     return PromotionResult(
         model_name=model_name,
         version=version,
-        alias=alias if won else CHALLENGER_ALIAS,
-        won=won,
-        created=existing is None,
+        alias=held,
+        won=held == alias,
+        created=created,
         trial=trial,
         data_fingerprint=data.fingerprint,
         test_metrics=metrics,
         test_rows=len(data.test.texts),
+        gate_metric=metric,
         champion=champion,
         gate=gate,
     )

@@ -7,25 +7,28 @@ vocabulary (`vocabulary.json`, vocab.Vocabulary's format, with its `max_features
 `maxlen`) and its Keras model (`.keras`, loaded with `safe_mode=True`), and it carries the
 `textsweep` package as code (`code_paths`) for the cleaning and encoding used in training.
 
-Input: a DataFrame with a string `text` column (or a Series named `text`); over HTTP
-`{"dataframe_split": {"columns": ["text"], "data": [["..."]]}}`, `{"dataframe_records": ...}` or
-`{"inputs": ["...", ...]}`. A bare list of strings works when `TextClassifier.predict` is called
-directly; through `mlflow.pyfunc` the signature's schema check wants the named column. Output:
+Input: a DataFrame with a string `text` column (or a Series named `text`); over HTTP any JSON
+format of MLflow's scoring server, e.g. `{"dataframe_split": {"columns": ["text"], "data":
+[["..."]]}}`, `{"dataframe_records": [{"text": "..."}]}`, `{"inputs": {"text": ["..."]}}`,
+`{"inputs": [{"text": "..."}]}` or `{"instances": [{"text": "..."}]}`. A bare list of strings
+works when `TextClassifier.predict` is called directly; through `mlflow.pyfunc` the signature's
+schema check wants the named column. Output:
 one row per text, `label` (0/1) and `probability` (P(label = 1)); `label` is 1 when the
 probability is above 0.5, as Keras' accuracy counts it. Cleaning may leave a text without a
 known word (an empty string does too): the model then sees only padding and still answers.
 
 Malformed requests are MLflow `INVALID_PARAMETER_VALUE` errors, which the scoring server
-answers with 400: a missing `text` column (MLflow's schema check) and values that are not
-strings (`texts_of`, for DataFrame payloads). MLflow itself casts `{"inputs": ...}` payloads to
-the signature's types before the model sees them, so `{"inputs": {"text": [1]}}` is classified
-as the text "1".
+answers with 400: a missing `text` column (MLflow's schema check) and `text` values that are not
+strings (null, NaN, numbers, booleans, lists, objects), which `texts_of` refuses with the same
+message in every JSON format. The empty string is a text.
 
 TensorFlow is imported when a model is loaded, not when this module is.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,28 +65,82 @@ def pip_requirements() -> list[str]:
 
 
 def texts_of(model_input: Any) -> list[str]:
-    """The texts of a request, or an MLflow 400 error that says what to send instead."""
+    """The texts of a request, or an MLflow 400 error that names the rows that are not strings."""
     if isinstance(model_input, str):
-        model_input = [model_input]
-    if isinstance(model_input, (list, tuple, np.ndarray, pd.Series)):
-        model_input = pd.DataFrame({TEXT_COLUMN: list(model_input)})
-    if not isinstance(model_input, pd.DataFrame):
+        values = [model_input]
+    elif isinstance(model_input, (list, tuple, np.ndarray, pd.Series)):
+        values = list(model_input)
+    elif isinstance(model_input, pd.DataFrame):
+        if TEXT_COLUMN not in model_input.columns:
+            raise _bad_request(f"no {TEXT_COLUMN!r} column (got columns {list(model_input.columns)})")
+        values = model_input[TEXT_COLUMN].tolist()
+    else:
         raise _bad_request(f"expected a table with a {TEXT_COLUMN!r} column, got {type(model_input).__name__}")
-    if TEXT_COLUMN not in model_input.columns:
-        raise _bad_request(f"no {TEXT_COLUMN!r} column (got columns {list(model_input.columns)})")
-    values = model_input[TEXT_COLUMN].tolist()
     wrong = [row for row, value in enumerate(values) if not isinstance(value, str)]
     if wrong:
         value = values[wrong[0]]
-        shown = "missing" if value is None or value != value else f"{value!r} ({type(value).__name__})"  # NaN != NaN
-        more = f", and {len(wrong) - 1} more rows are not strings either" if len(wrong) > 1 else ""
+        missing = pd.api.types.is_scalar(value) and pd.isna(value)  # None, NaN and pd.NA alike
+        shown = "missing (null)" if missing else f"{value!r} ({type(value).__name__})"
+        others = ", ".join(map(str, wrong[1:11])) + (", ..." if len(wrong) > 11 else "")
+        more = f", and {len(wrong) - 1} more rows are not strings either (rows {others})" if len(wrong) > 1 else ""
         raise _bad_request(f"{TEXT_COLUMN!r} must hold strings; row {wrong[0]} is {shown}{more}")
     return values
 
 
+def sent_texts(payload: Any) -> list[Any] | None:
+    """The `text` values of an `inputs`/`instances` payload as sent; None where it has no `text`."""
+    if isinstance(payload, dict):
+        if TEXT_COLUMN not in payload:
+            return None
+        values = payload[TEXT_COLUMN]
+        return values if isinstance(values, list) else [values]
+    if isinstance(payload, list) and payload and all(isinstance(row, dict) for row in payload):
+        if not any(TEXT_COLUMN in row for row in payload):
+            return None
+        return [row.get(TEXT_COLUMN) for row in payload]  # a record without `text` is a missing text
+    if isinstance(payload, list):
+        return payload  # a bare list: MLflow takes it as the one column of a one-column schema
+    return None
+
+
+def checking_texts(parse: Callable[..., Any]) -> Callable[..., Any]:
+    """The scoring server's `infer_and_parse_data`, refusing non-string texts in every JSON format.
+
+    MLflow casts `inputs`/`instances` payloads to the signature's types before the model sees
+    them (null -> "None", 1 -> "1", and numpy joins a row of 1 with strings as "1"), so their
+    texts are checked as sent. The `dataframe_*` formats keep the values as sent; checking them
+    here too gives every format the same message (errors raised in `predict` get MLflow's
+    "Failed to predict data ..." prefix).
+    """
+
+    def parse_request(data: dict[str, Any], schema: Schema | None = None) -> Any:
+        ours = schema == SIGNATURE.inputs  # other models served from this process are left alone
+        for key in ("inputs", "instances"):
+            if ours and key in data and (values := sent_texts(data[key])) is not None:
+                texts_of(values)
+        parsed = parse(data, schema)
+        if ours and isinstance(parsed, pd.DataFrame) and TEXT_COLUMN in parsed.columns:
+            texts_of(parsed)
+        return parsed
+
+    parse_request.checks_texts = True
+    return parse_request
+
+
+def _check_texts_in_scoring_server() -> None:
+    """Put `checking_texts` into MLflow's scoring server, where one runs in this process.
+
+    MLflow has no hook before it parses a request, and it casts the texts while parsing, so the
+    check goes in the one function all JSON formats pass through (looked up at call time).
+    """
+    scoring_server = sys.modules.get("mlflow.pyfunc.scoring_server")  # imported by `mlflow models serve`
+    if scoring_server is not None and not getattr(scoring_server.infer_and_parse_data, "checks_texts", False):
+        scoring_server.infer_and_parse_data = checking_texts(scoring_server.infer_and_parse_data)
+
+
 def _bad_request(problem: str) -> MlflowException:
     return MlflowException(
-        f"{problem}. Send raw texts as a string column {TEXT_COLUMN!r}, e.g. "
+        f"{problem}. Send each text as a JSON string (\"\" for an empty text) in a column {TEXT_COLUMN!r}, e.g. "
         f'{{"dataframe_split": {{"columns": ["{TEXT_COLUMN}"], "data": [["some text"]]}}}} '
         f'or {{"inputs": {{"{TEXT_COLUMN}": ["some text"]}}}}',
         error_code=INVALID_PARAMETER_VALUE,
@@ -109,6 +166,7 @@ class TextClassifier(PythonModel):
 
         self.vocabulary = Vocabulary.load(Path(context.artifacts[VOCABULARY_ARTIFACT]))
         self.keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
+        _check_texts_in_scoring_server()
 
     # `pd.DataFrame` is the hint MLflow infers no schema from: SIGNATURE is the schema, and with it
     # MLflow hands over a DataFrame. Called directly, a list of strings works too.

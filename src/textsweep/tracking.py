@@ -1,4 +1,6 @@
-"""MLflow: the store, a training run, a sweep run with one nested run per KerasTuner trial.
+"""MLflow only: the store, a job's run, what a run holds, the per-trial hooks, leaderboard queries.
+
+Nothing here knows the tuner or the jobs: jobs.py composes this module with tuning.py.
 
 Run layout (what the UI, `promote` and the tests read):
 - a job run (tag `textsweep.kind` = `train` or `sweep`) in the experiment named by the sweep
@@ -16,12 +18,12 @@ the launcher run pointing there, so every result lives where the sweep file says
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import platform
 import re
-import sys
-import time
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,23 +32,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from textsweep import __version__, plots
 from textsweep.config import SWEPT_PARAMS, SweepConfig, TrainingParams
-from textsweep.data import PreparedData, load_data
-from textsweep.errors import ConfigError, SweepError, TrackingError
-from textsweep.distributed import WorkerPool, distributed_role, local_chief_environment, oracle_address, serve_oracle
-from textsweep.tuning import (
-    ProgressReporting,
-    build_tuner,
-    check_resumable,
-    discard_state,
-    fit_arguments,
-    sweep_identity,
-    write_state,
-)
-from textsweep.vocab import EncodedSplits, encode_splits
+from textsweep.data import PreparedData
+from textsweep.errors import TrackingError
+from textsweep.vocab import EncodedSplits
 
 STORE_DIR = Path("mlruns")
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR}/mlflow.db"
@@ -80,11 +73,27 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
+# The database drivers SQLAlchemy loads for MLflow's stores, by module, and the package to install.
+DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary (or write the URI as postgresql+psycopg:// and pip install 'psycopg[binary]')",
+    "psycopg": "'psycopg[binary]'",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient (or write the URI as mysql+pymysql:// and pip install PyMySQL)",
+    "pymssql": "pymssql",
+    "pyodbc": "pyodbc",
+}
+# MLflow's own experiment tag: its UI opens a "custom model development" experiment on its runs,
+# not on the GenAI overview (traces, token usage) that MLflow 3.17 shows by default.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def connect() -> MlflowClient:
     """Point MLflow at the store, creating the local one, and check that it answers."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if uri.startswith(("http://", "https://")):
         import requests
 
@@ -96,26 +105,84 @@ def connect() -> MlflowClient:
                 "(mlflow server --host 127.0.0.1 ...) or unset MLFLOW_TRACKING_URI to use the local store"
             ) from None
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    database = sqlite_path(uri)
+    if database is None:
+        return open_store(uri)
+    check_writable(database)
+    # Two processes creating one SQLite store at once both run MLflow's migrations and one dies
+    # in alembic; the first to take this lock creates it, the other then finds it ready. The OS
+    # drops the lock of a process that dies.
+    with (database.parent / f".{database.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return open_store(uri)
+
+
+def check_writable(database: Path) -> None:
+    """Fail at once on a store that cannot be written (MLflow would retry for ~2 minutes first)."""
+    folder = database.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if database.exists():
+            database.open("r+b").close()
+        else:
+            tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise TrackingError(
+            f"the MLflow store {database} cannot be written ({exc.strerror or exc}); run from a writable "
+            "directory, fix the folder's permissions, or set MLFLOW_TRACKING_URI to a writable store "
+            "(e.g. sqlite:////tmp/mlruns/mlflow.db)"
+        ) from None
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client of the store, created or migrated now (MLflow opens it in the client's constructor),
+    a missing database driver turned into the package to install."""
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    except ModuleNotFoundError as exc:
+        package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
+        raise TrackingError(
+            f"the MLflow store {redact(uri)} needs the database driver {exc.name!r}, which is not installed; "
+            f"pip install {package}"
+        ) from None
+    except MlflowException as exc:
+        if uri.startswith(("http://", "https://")):
+            raise
+        message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
+        raise TrackingError(f"cannot open the MLflow store {redact(uri)}: {message}") from None
+    return client
 
 
 def artifact_location(uri: str, name: str) -> str | None:
     """Keep a local SQLite store's artifacts beside it (mlruns/artifacts/<name>); servers decide their own."""
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if database is None:
         return None
-    root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts"
+    root = database.resolve().parent / "artifacts"
     return (root / re.sub(r"[^A-Za-z0-9._-]+", "_", name)).as_uri()
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment `name`, created (or, made before, tagged) as a model-training experiment."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri(), name))
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifact_location(tracking_uri(), name),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
+        except MlflowException as exc:  # another process created it a moment ago
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise TrackingError(f"cannot create MLflow experiment {name!r}: {exc.message}") from None
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(
             f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) "
             "or give the sweep file another `name`"
         )
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 
@@ -245,16 +312,10 @@ def log_sweep_file(config: SweepConfig) -> None:
     mlflow.log_text(config.to_yaml(), "sweep.yaml")
 
 
-# ---------------------------------------------------------------- a training run
+# ---------------------------------------------------------------- a training run's epochs, a sweep's trials
 
 
-def prepare_data(config: SweepConfig) -> tuple[PreparedData, EncodedSplits]:
-    """Load, clean, split and encode once per job: trials only cap ids and pad."""
-    data = load_data(config.data)
-    return data, encode_splits(data)
-
-
-def _epoch_metrics_callback() -> Any:
+def epoch_metrics_callback() -> Any:
     """Per-epoch metrics (step = epoch) of a plain `model.fit`.
 
     Not `mlflow.tensorflow.MlflowCallback`: it also logs every evaluation as `validation_*`,
@@ -267,38 +328,6 @@ def _epoch_metrics_callback() -> Any:
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
 
     return EpochMetrics()
-
-
-def run_training(config: SweepConfig) -> tuple[str, dict[str, float]]:
-    """Train `defaults` once in one MLflow run; return its id and test metrics."""
-    from keras.callbacks import TerminateOnNaN
-
-    from textsweep.model import build_model, fit_model
-
-    client = connect()
-    data, encoded = prepare_data(config)  # before any run exists: bad data leaves no run behind
-    params = config.defaults
-    maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
-    with job_run(client, config, kind="train") as run:
-        log_sweep_file(config)
-        log_params(params, maxlen)
-        log_dataset(data, config.name)
-        model = build_model(params)
-        history = fit_model(
-            model, params.model_copy(update={"maxlen": maxlen}), encoded,
-            callbacks=[_epoch_metrics_callback(), TerminateOnNaN()],
-        )
-        x_test, y_test = encoded.arrays("test", params.max_features, maxlen)
-        test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0, batch_size=512)
-        metrics = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
-        mlflow.log_metrics(metrics)
-        log_vocabulary(encoded, params, maxlen)
-        log_learning_curves(history.history, f"{config.name}: training run")
-        log_keras_model(model)
-    return run.info.run_id, metrics
-
-
-# ---------------------------------------------------------------- a sweep
 
 
 @dataclass
@@ -415,6 +444,18 @@ def log_sweep_summary(client: MlflowClient, config: SweepConfig, experiment: str
     return table
 
 
+def find_sweep_runs(
+    client: MlflowClient, experiment: str, *, status: str | None = None, oracle: str | None = None, latest_first: str = "start_time"
+) -> list[Any]:
+    """The sweep runs of an experiment, newest first: all, those in `status`, or those of a chief's `oracle`."""
+    query = f"tags.`{TAG_KIND}` = 'sweep'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    if oracle:
+        query += f" and tags.`textsweep.oracle` = '{oracle}'"
+    return client.search_runs([experiment], filter_string=query, order_by=[f"attributes.{latest_first} DESC"])
+
+
 def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.DataFrame]:
     """The latest (or given) sweep run of experiment `name` and its finished trials, best first."""
     client = connect()
@@ -425,9 +466,7 @@ def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, 
     if sweep_run_id:
         sweep = client.get_run(sweep_run_id)
     else:
-        sweeps = client.search_runs(
-            [experiment.experiment_id], f"tags.`{TAG_KIND}` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
-        )
+        sweeps = find_sweep_runs(client, experiment.experiment_id)
         if not sweeps:
             raise TrackingError(f"experiment {name!r} has no sweep run; run `textsweep sweep --config <file>` first")
         sweep = sweeps[0]
@@ -457,163 +496,8 @@ def tuner_directory(name: str) -> Path:
     return root / "tuner" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-@dataclass
-class SweepResult:
-    sweep_run_id: str
-    experiment_id: str
-    leaderboard: pd.DataFrame
-    resumed: bool
-    elapsed_s: float
-    role: str = "single"
-
-
-def run_sweep(
-    config: SweepConfig,
-    *,
-    quiet: bool = False,
-    restart: bool = False,
-    stream: Any = None,
-    workers: int = 0,
-    config_path: Path | None = None,
-) -> SweepResult:
-    """Run (or resume) the KerasTuner search of `config`, one nested MLflow run per trial.
-
-    The role comes from KerasTuner's variables: none set, one process runs every trial; `chief`
-    serves the oracle and owns the sweep run; any other tuner id is a worker. `workers > 0`
-    makes this process the chief of that many local worker processes.
-    """
-    if workers:
-        if config_path is None:
-            raise ValueError("local workers need the sweep file's path")
-        os.environ.update(local_chief_environment())
-    role = distributed_role()
-    if role == "worker":
-        return run_sweep_worker(config, quiet=quiet, stream=stream)
-    started = time.monotonic()
-    client = connect()
-    data, encoded = prepare_data(config)
-    directory = tuner_directory(config.name)
-    if restart:
-        discard_state(directory)
-    identity = sweep_identity(config, data.fingerprint)
-    state = check_resumable(directory, identity, config.name)
-    resume_id = state.get("sweep_run_id") if state else None
-    if resume_id and _run_is_gone(client, resume_id):
-        resume_id = None
-    experiment = experiment_id(client, config.name)
-    with job_run(client, config, kind="sweep", resume_run_id=resume_id) as parent:
-        sweep_run_id = parent.info.run_id
-        write_state(directory, identity | {"sweep_run_id": sweep_run_id})
-        if resume_id:
-            kill_running_trial_runs(client, experiment, sweep_run_id, "interrupted: the sweep process died; resumed")
-        else:
-            log_sweep_file(config)
-            log_dataset(data, config.name)
-            mlflow.log_params(
-                {
-                    "algorithm": config.search.algorithm,
-                    "max_trials": config.search.max_trials,
-                    "objective": config.search.objective,
-                    "epochs": config.defaults.epochs,
-                }
-                | {f"space.{name}": entry.model_dump_json(exclude_none=True) for name, entry in config.search.space.items()}
-            )
-        try:
-            if role == "chief":
-                mlflow.set_tag("textsweep.oracle", oracle_address())
-                serve_as_chief(client, config, directory, experiment, sweep_run_id, workers, config_path,
-                               quiet=quiet, stream=stream)
-            else:
-                context = TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
-                tuner = build_tuner(
-                    config, directory, mixins=(TrialTracking, ProgressReporting),
-                    trial_context=context, quiet=quiet, stream=stream,
-                )
-                tuner.search(encoded, **fit_arguments(config))
-        except RuntimeError as exc:
-            if "consecutive failures" not in str(exc):
-                raise
-            last = str(exc).strip().splitlines()[-1]
-            raise SweepError(
-                f"sweep {config.name!r} stopped: {config.search.max_consecutive_failures} trials in a row failed "
-                f"(search.max_consecutive_failures). Last failure: {last}. The failed trial runs hold "
-                "failure.txt; fix the cause, then rerun the same command to resume."
-            ) from None
-        table = log_sweep_summary(client, config, experiment, sweep_run_id)
-    return SweepResult(sweep_run_id, experiment, table, bool(resume_id), time.monotonic() - started, role or "single")
-
-
-def serve_as_chief(
-    client: MlflowClient, config: SweepConfig, directory: Path, experiment: str, sweep_run_id: str,
-    workers: int, config_path: Path | None, *, quiet: bool, stream: Any,
-) -> None:
-    """Serve the oracle; with `workers`, start them here and hand a dead worker's trial to the others."""
-    tuner = build_tuner(config, directory)  # the chief runs no trial
-    tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
-    if not workers:
-        serve_oracle(tuner)
-        return
-
-    def requeue_lost_trials(servicer: Any) -> None:
-        for tuner_id, exit_code in pool.newly_dead():
-            trial_id = servicer.requeue_trial_of(tuner_id, f"worker {tuner_id} died (exit code {exit_code})")
-            kill_running_trial_runs(client, experiment, sweep_run_id, f"worker {tuner_id} died during this trial", tuner_id)
-            pool.say(f"worker {tuner_id} died (exit code {exit_code})"
-                     + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
-
-    pool = WorkerPool(config_path=config_path, count=workers, quiet=quiet, stream=stream,
-                      extra_env={"TEXTSWEEP_SWEEP_RUN_ID": sweep_run_id, "MLFLOW_TRACKING_URI": tracking_uri()})
-    with pool:
-        serve_oracle(tuner, poll=requeue_lost_trials)
-
-
-def find_sweep_run(client: MlflowClient, experiment: str, timeout_s: float = 300) -> str:
-    """A worker's sweep run: given by the launcher, or the running sweep run of this chief's oracle."""
-    if run_id := os.environ.get("TEXTSWEEP_SWEEP_RUN_ID"):
-        return run_id
-    address = oracle_address()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = client.search_runs(
-            [experiment],
-            filter_string=f"tags.`textsweep.oracle` = '{address}' and attributes.status = 'RUNNING'",
-            max_results=1,
-        )
-        if runs:
-            return runs[0].info.run_id
-        time.sleep(2)
-    raise TrackingError(
-        f"no running sweep run of chief {address} in this experiment after {timeout_s:.0f} s; start the chief "
-        "(KERASTUNER_TUNER_ID=chief) with the same sweep file and MLFLOW_TRACKING_URI"
-    )
-
-
-def run_sweep_worker(config: SweepConfig, *, quiet: bool, stream: Any) -> SweepResult:
-    """Worker role: pull trials from the chief's oracle, log each under the shared sweep run."""
-    started = time.monotonic()
-    client = connect()
-    data, encoded = prepare_data(config)
-    experiment = experiment_id(client, config.name)
-    print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: data ready, joining the sweep of chief {oracle_address()}",
-          file=sys.stderr, flush=True)
-    sweep_run_id = find_sweep_run(client, experiment)
-    chief_fingerprint = client.get_run(sweep_run_id).data.params.get("data_fingerprint")
-    if chief_fingerprint != data.fingerprint:
-        raise ConfigError(
-            f"this worker's data (fingerprint {data.fingerprint}) differs from the chief's ({chief_fingerprint}); "
-            "give every process the same sweep file and data"
-        )
-    context = TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
-    tuner = build_tuner(
-        config, tuner_directory(config.name), mixins=(TrialTracking, ProgressReporting),
-        trial_context=context, quiet=quiet, stream=stream,
-    )
-    tuner.search(encoded, **fit_arguments(config))
-    return SweepResult(sweep_run_id, experiment, pd.DataFrame(), False, time.monotonic() - started, f"worker {tuner.tuner_id}")
-
-
-def _run_is_gone(client: MlflowClient, run_id: str) -> bool:
+def run_is_gone(client: MlflowClient, run_id: str) -> bool:
     try:
         return client.get_run(run_id).info.lifecycle_stage == "deleted"
-    except mlflow.exceptions.MlflowException:
+    except MlflowException:
         return True

@@ -12,16 +12,19 @@ exactly:
   length buckets (each batch padded only to its longest text).
 
 The vocabulary is fitted once on the full training split; a trial caps it at its own
-`max_features` without re-fitting, because the ranks do not depend on the cap.
+`max_features` without re-fitting, because the ranks do not depend on the cap. It also carries
+the class names and the cleaning mode of its data, so a served model cleans and labels text as
+its trial was trained.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +36,18 @@ if TYPE_CHECKING:
 # `keras.preprocessing.text.Tokenizer`'s default `filters`.
 KERAS_TOKENIZER_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 _FILTER_TO_SPACE = str.maketrans({c: " " for c in KERAS_TOKENIZER_FILTERS})
+# Optional fields were added to this format without a new version: older readers ignore them.
 VOCABULARY_FORMAT = "textsweep.vocabulary/1"
+# What a vocabulary JSON without `classes` / `cleaning` was trained with (before they were saved).
+LEGACY_CLASSES = (0, 1)
+LEGACY_CLEANING = "seed_a"
+# A padded length derived from the data (maxlen: null) is the longest training sequence, but at
+# most MAXLEN_CAP_FACTOR x its 99th percentile: one 200,000-character row would otherwise pad
+# every text to ~28,000 steps. The percentile is taken with method="lower" (a real length, and
+# never the single longest text). On the Uzbek set (seed A's cleaning, max_features 2000) the
+# longest is 44 and the 99th percentile 33, so the cap (66) leaves seed A's 44 unchanged.
+MAXLEN_PERCENTILE = 99
+MAXLEN_CAP_FACTOR = 2
 
 
 def split_words(text: str) -> list[str]:
@@ -43,10 +57,16 @@ def split_words(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Words by rank: `words[0]` has id 1. `maxlen` is the padded length, once a trial fixes it."""
+    """Words by rank: `words[0]` has id 1. `maxlen` is the padded length, once a trial fixes it.
+
+    `classes` are the label values in class order (model output i is classes[i]); `cleaning` is
+    the `data.cleaning` mode its texts went through (data.clean_texts).
+    """
 
     words: tuple[str, ...]
     maxlen: int | None = None
+    classes: tuple[Any, ...] = LEGACY_CLASSES
+    cleaning: str = LEGACY_CLEANING
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ids", {word: rank for rank, word in enumerate(self.words, start=1)})
@@ -58,7 +78,7 @@ class Vocabulary:
 
     def capped(self, max_features: int, maxlen: int | None = None) -> Vocabulary:
         """The vocabulary a model with `Embedding(max_features, ...)` sees: ranks < max_features."""
-        return Vocabulary(self.words[: max(max_features - 1, 0)], maxlen)
+        return replace(self, words=self.words[: max(max_features - 1, 0)], maxlen=maxlen)
 
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         """Ids of the known words of each text (unknown words are dropped, not replaced)."""
@@ -74,14 +94,29 @@ class Vocabulary:
         return pad(self.encode(texts), self.maxlen)
 
     def to_json(self) -> str:
-        return json.dumps({"format": VOCABULARY_FORMAT, "maxlen": self.maxlen, "words": list(self.words)}, ensure_ascii=False)
+        return json.dumps(
+            {
+                "format": VOCABULARY_FORMAT,
+                "maxlen": self.maxlen,
+                "classes": list(self.classes),
+                "cleaning": self.cleaning,
+                "words": list(self.words),
+            },
+            ensure_ascii=False,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
+        """A saved vocabulary; one saved before classes and cleaning were kept gets seed A's [0, 1] and seed_a."""
         payload = json.loads(text)
         if payload.get("format") != VOCABULARY_FORMAT:
             raise ValueError(f"not a textsweep vocabulary (format {payload.get('format')!r})")
-        return cls(tuple(payload["words"]), payload.get("maxlen"))
+        return cls(
+            tuple(payload["words"]),
+            payload.get("maxlen"),
+            classes=tuple(payload.get("classes") or LEGACY_CLASSES),
+            cleaning=payload.get("cleaning") or LEGACY_CLEANING,
+        )
 
     def save(self, path: Path) -> Path:
         path.write_text(self.to_json(), encoding="utf-8")
@@ -124,11 +159,36 @@ class EncodedSplits:
     test: list[np.ndarray]
     labels: dict[str, np.ndarray]
 
+    @property
+    def classes(self) -> tuple[Any, ...]:
+        return self.vocabulary.classes
+
+    def cap_max_features(self, max_features: int) -> int:
+        """`max_features`, at most the vocabulary's size: ids above it would never be used."""
+        return min(max_features, self.vocabulary.size)
+
+    def train_lengths(self, max_features: int) -> np.ndarray:
+        """Each training text's length in ids below `max_features`."""
+        return np.array([int(np.count_nonzero(seq < max_features)) for seq in self.train], dtype=np.int64)
+
+    def longest(self, max_features: int) -> int:
+        """The longest training sequence at this `max_features` (seed A's padded length)."""
+        return max(1, int(self.train_lengths(max_features).max(initial=0)))
+
+    def maxlen_cap(self, max_features: int) -> int:
+        """The most `resolve_maxlen` derives from the data: MAXLEN_CAP_FACTOR x the 99th percentile length."""
+        return _maxlen_cap(self.train_lengths(max_features))
+
     def resolve_maxlen(self, max_features: int, maxlen: int | None) -> int:
-        """`maxlen`, or the longest capped training sequence (seed A: `pad_sequences` without maxlen)."""
+        """`maxlen` as given, or the longest training sequence capped at `maxlen_cap`.
+
+        Seed A pads to the longest sequence (`pad_sequences` without maxlen); the cap keeps one
+        huge text from setting every text's length. `longest` and `maxlen_cap` say whether it cut.
+        """
         if maxlen is not None:
             return maxlen
-        return max(1, max(int(np.count_nonzero(seq < max_features)) for seq in self.train))
+        lengths = self.train_lengths(max_features)
+        return min(max(1, int(lengths.max(initial=0))), _maxlen_cap(lengths))
 
     def arrays(self, split: str, max_features: int, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
         """Padded ids and labels of one split, as a model with this `max_features` sees them."""
@@ -188,6 +248,12 @@ class EncodedSplits:
         return batches.map(lambda ids, y: (tf.reverse(ids, axis=[1]), y)).prefetch(tf.data.AUTOTUNE)
 
 
+def _maxlen_cap(lengths: np.ndarray) -> int:
+    if not len(lengths):
+        return 1
+    return max(1, math.ceil(MAXLEN_CAP_FACTOR * float(np.percentile(lengths, MAXLEN_PERCENTILE, method="lower"))))
+
+
 def length_bucket_boundaries(lengths: np.ndarray, buckets: int = 10) -> list[int]:
     """Bucket edges at the deciles of the text lengths: about as many texts in each bucket."""
     edges = np.unique(np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1]).astype(int) + 1)
@@ -195,8 +261,11 @@ def length_bucket_boundaries(lengths: np.ndarray, buckets: int = 10) -> list[int
 
 
 def encode_splits(data: PreparedData) -> EncodedSplits:
-    """Fit the vocabulary on the training split only (so test words stay unseen) and encode all."""
-    vocabulary = fit_vocabulary(data.train.texts)
+    """Fit the vocabulary on the training split only (so test words stay unseen) and encode all.
+
+    The vocabulary carries the data's classes and cleaning mode, for logging and serving.
+    """
+    vocabulary = replace(fit_vocabulary(data.train.texts), classes=tuple(data.classes), cleaning=data.cleaning)
     return EncodedSplits(
         vocabulary,
         train=vocabulary.encode(data.train.texts),

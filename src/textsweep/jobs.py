@@ -1,0 +1,490 @@
+"""The jobs: train once, sweep (one process, a chief or a worker), promote. The public API's home.
+
+Each job composes the stages: config -> data -> vocab -> the tuner (tuning.py, distributed.py)
+-> MLflow (tracking.py) -> the registry. The sweep file and the data are checked before
+TensorFlow and KerasTuner are imported, so a user's mistake is reported in about a second
+rather than after TensorFlow's start-up. The CLI (cli.py) is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from textsweep import tracking
+from textsweep.config import SWEPT_PARAMS, SweepConfig, load_config, params_with, parse_config
+from textsweep.data import PreparedData, load_data, prepare
+from textsweep.errors import ConfigError, DataError, SweepError, TrackingError
+from textsweep.vocab import EncodedSplits, encode_splits
+
+DATAFRAME_SOURCE = "dataframe"  # data.source logged for a DataFrame passed to the API
+ConfigLike = str | Path | Mapping | SweepConfig
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def resolve_config(config: ConfigLike) -> SweepConfig:
+    """A sweep-file path, a dict with the same keys, or a `SweepConfig`, validated."""
+    if isinstance(config, SweepConfig):
+        return config
+    if isinstance(config, Mapping):
+        return parse_config(dict(config), source="the sweep config dict")
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    raise ConfigError(
+        f"config must be a sweep-file path, a dict with a sweep file's keys, or a SweepConfig; got {type(config).__name__}"
+    )
+
+
+def prepare_data(config: SweepConfig, data: pd.DataFrame | None = None) -> tuple[PreparedData, EncodedSplits]:
+    """Load `data.source` (or take `data`), clean, split and encode once per job: trials only cap ids and pad."""
+    if data is None:
+        prepared = load_data(config.data)
+    elif isinstance(data, pd.DataFrame):
+        prepared = prepare(data, config.data.model_copy(update={"source": DATAFRAME_SOURCE}))
+    else:
+        raise DataError(f"data must be a pandas DataFrame with columns {config.data.text_column!r} and "
+                        f"{config.data.label_column!r}; got {type(data).__name__}")
+    return prepared, encode_splits(prepared)
+
+
+# ---------------------------------------------------------------- results
+
+
+class RawTextModel:
+    """A classifier of raw texts: `predict(["a text", ...])` returns one row per text with its label
+    and probabilities, cleaned and encoded the way its trial was trained."""
+
+    def __init__(self, predict_frame: Any, uri: str):
+        self._predict_frame = predict_frame
+        self.uri = uri
+
+    def predict(self, texts: str | Sequence[str] | pd.Series | pd.DataFrame) -> pd.DataFrame:
+        if isinstance(texts, pd.DataFrame):
+            frame = texts[["text"]].reset_index(drop=True)
+        else:
+            frame = pd.DataFrame({"text": [texts] if isinstance(texts, str) else list(texts)})
+        predictions = self._predict_frame(frame).reset_index(drop=True)
+        return pd.concat([frame, predictions.drop(columns=["text"], errors="ignore")], axis=1)
+
+    def __repr__(self) -> str:
+        return f"RawTextModel({self.uri!r})"
+
+
+def load_model(uri: str) -> RawTextModel:
+    """A registered (or any logged) textsweep model as a raw-text classifier,
+    e.g. `load_model("models:/imdb-sentiment@champion").predict(["a wonderful film"])`."""
+    from textsweep.registry import load_classifier
+
+    return RawTextModel(load_classifier(uri).predict, uri)
+
+
+def load_trial_model(experiment_id: str, run_id: str) -> RawTextModel:
+    """A trial's own Keras model and tokenizer (no registry needed) as a raw-text classifier."""
+    from textsweep.registry import TrialChoice, trial_keras_model, trial_vocabulary
+    from textsweep.serving import classify
+    from textsweep.vocab import Vocabulary
+
+    tracking.connect()
+    trial = TrialChoice("", experiment_id, run_id, "", "", float("nan"))
+    keras_model, vocabulary = trial_keras_model(trial), Vocabulary.from_json(trial_vocabulary(trial))
+    return RawTextModel(lambda frame: classify(keras_model, vocabulary, frame["text"].tolist()), f"runs:/{run_id}")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+
+
+@dataclass
+class SweepResult:
+    """A finished (or resumed, or budget-ended) sweep, read back from MLflow."""
+
+    sweep_run_id: str
+    experiment_id: str
+    experiment_name: str
+    leaderboard: pd.DataFrame  # finished trials, best first
+    resumed: bool
+    elapsed_s: float
+    role: str = "single"
+    stopped_by: str | None = None  # "max_time" when search.max_time ended the search
+    config: SweepConfig | None = field(default=None, repr=False)
+    data: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def best_run_id(self) -> str | None:
+        return None if self.leaderboard.empty else str(self.leaderboard.iloc[0]["run_id"])
+
+    @property
+    def best_params(self) -> dict[str, Any]:
+        """The best trial's full training params (searched values over the sweep file's defaults)."""
+        if self.leaderboard.empty or self.config is None:
+            return {}
+        best = self.leaderboard.iloc[0]
+        return params_with(self.config.defaults, {name: best[name] for name in SWEPT_PARAMS}).model_dump()
+
+    def best_model(self) -> RawTextModel:
+        """The best trial's model, usable on raw text before any promotion."""
+        if self.best_run_id is None:
+            raise SweepError(f"sweep run {self.sweep_run_id} has no finished trial; resume the sweep first")
+        return load_trial_model(self.experiment_id, self.best_run_id)
+
+    def promote(self) -> Any:
+        """Evaluate the best trial on the test split, register it, and move the alias if it wins."""
+        if self.config is None:
+            raise SweepError("this result has no sweep config; call textsweep.promote(config, sweep_run_id=...)")
+        return promote(self.config, sweep_run_id=self.sweep_run_id, data=self.data)
+
+
+# ---------------------------------------------------------------- train
+
+
+def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResult:
+    """Train the sweep file's `defaults` once, in one MLflow run; returns its id and test metrics."""
+    config = resolve_config(config)
+    client = tracking.connect()
+    prepared, encoded = prepare_data(config, data)  # before any run exists: bad data leaves no run behind
+    import mlflow
+    from keras.callbacks import TerminateOnNaN
+
+    from textsweep.model import build_model, fit_model
+
+    params = config.defaults
+    maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
+    with tracking.job_run(client, config, kind="train") as run:
+        tracking.log_sweep_file(config)
+        tracking.log_params(params, maxlen)
+        tracking.log_dataset(prepared, config.name)
+        model = build_model(params)
+        history = fit_model(
+            model, params.model_copy(update={"maxlen": maxlen}), encoded,
+            callbacks=[tracking.epoch_metrics_callback(), TerminateOnNaN()],
+        )
+        x_test, y_test = encoded.arrays("test", params.max_features, maxlen)
+        test_loss, test_accuracy = model.evaluate(x_test, y_test, verbose=0, batch_size=512)
+        metrics = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
+        mlflow.log_metrics(metrics)
+        tracking.log_vocabulary(encoded, params, maxlen)
+        tracking.log_learning_curves(history.history, f"{config.name}: training run")
+        tracking.log_keras_model(model)
+    return TrainResult(run.info.run_id, run.info.experiment_id, metrics)
+
+
+# ---------------------------------------------------------------- promote
+
+
+def promote(config: ConfigLike, *, sweep_run_id: str | None = None, data: pd.DataFrame | None = None) -> Any:
+    """Evaluate a sweep's best trial on the test split, register it, move the alias if it beats the champion."""
+    from textsweep.registry import promote as promote_best_trial
+
+    config = resolve_config(config)
+    if data is not None:
+        prepared, _ = prepare_data(config, data)
+        return promote_best_trial(config, sweep_run_id=sweep_run_id, data=prepared)
+    return promote_best_trial(config, sweep_run_id=sweep_run_id)
+
+
+# ---------------------------------------------------------------- sweep
+
+
+@contextlib.contextmanager
+def environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    """`os.environ` with `overrides` for the duration (a notebook's next sweep must not inherit them)."""
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def sweep(
+    config: ConfigLike,
+    *,
+    data: pd.DataFrame | None = None,
+    quiet: bool = False,
+    restart: bool = False,
+    workers: int = 0,
+    callbacks: Sequence[Any] = (),
+    stream: Any = None,
+) -> SweepResult:
+    """Run (or resume) the KerasTuner search of `config`, one nested MLflow run per trial.
+
+    `config`: a sweep-file path, a dict with the same keys, or a `SweepConfig`. `data`: a pandas
+    DataFrame used instead of `data.source` (fingerprinted and logged as an MLflow input like a
+    file). `quiet`: no progress bar. `restart`: discard the sweep's saved tuner state.
+    `workers`: run that many local worker processes, this process serving KerasTuner's oracle.
+    `callbacks`: extra Keras callbacks for every trial's `fit`.
+
+    The role comes from KerasTuner's variables: none set, one process runs every trial;
+    `KERASTUNER_TUNER_ID=chief` serves the oracle and owns the sweep run; any other tuner id is a
+    worker that joins the chief's sweep run.
+    """
+    config = resolve_config(config)
+    if workers < 0:
+        raise ConfigError(f"workers must be 0 or more, got {workers}")
+    client = tracking.connect()
+    prepared, encoded = prepare_data(config, data)
+    from textsweep.distributed import distributed_role, local_chief_environment
+
+    with environment(local_chief_environment() if workers else {}):
+        role = distributed_role()
+        if role == "worker":
+            return sweep_as_worker(client, config, prepared, encoded, quiet=quiet, callbacks=callbacks, stream=stream)
+        return sweep_as_owner(
+            client, config, prepared, encoded, data, role=role or "single", quiet=quiet, restart=restart,
+            workers=workers, callbacks=callbacks, stream=stream,
+        )
+
+
+def sweep_as_owner(
+    client: Any, config: SweepConfig, prepared: PreparedData, encoded: EncodedSplits, data: pd.DataFrame | None,
+    *, role: str, quiet: bool, restart: bool, workers: int, callbacks: Sequence[Any], stream: Any,
+) -> SweepResult:
+    """One process running every trial, or the chief: either way the owner of the sweep run."""
+    import mlflow
+
+    from textsweep.tuning import check_resumable, discard_state, sweep_identity, write_state
+
+    started = time.monotonic()
+    directory = tracking.tuner_directory(config.name)
+    with sweep_owner_lock(directory, config.name, role):
+        if restart:
+            discard_state(directory)
+        identity = sweep_identity(config, prepared.fingerprint)
+        state = check_resumable(directory, identity, config.name)
+        resume_id = state.get("sweep_run_id") if state else None
+        if resume_id and tracking.run_is_gone(client, resume_id):
+            resume_id = None
+        experiment = tracking.experiment_id(client, config.name)
+        with tracking.job_run(client, config, kind="sweep", resume_run_id=resume_id) as parent:
+            sweep_run_id = parent.info.run_id
+            write_state(directory, identity | {"sweep_run_id": sweep_run_id})
+            if resume_id:
+                tracking.kill_running_trial_runs(client, experiment, sweep_run_id, "interrupted: the sweep process died; resumed")
+            else:
+                tracking.log_sweep_file(config)
+                tracking.log_dataset(prepared, config.name)
+                mlflow.log_params(
+                    {
+                        "algorithm": config.search.algorithm,
+                        "max_trials": config.search.max_trials,
+                        "objective": config.search.objective,
+                        "epochs": config.defaults.epochs,
+                    }
+                    | {f"space.{name}": entry.model_dump_json(exclude_none=True) for name, entry in config.search.space.items()}
+                )
+            context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
+            with consecutive_failures_as_sweep_error(config):
+                if role == "chief":
+                    from textsweep.distributed import oracle_address
+
+                    mlflow.set_tag("textsweep.oracle", oracle_address())
+                    serve_as_chief(client, config, directory, context, workers, data, quiet=quiet, stream=stream)
+                else:
+                    search(config, directory, context, quiet=quiet, callbacks=callbacks, stream=stream)
+            table = tracking.log_sweep_summary(client, config, experiment, sweep_run_id)
+            if table.empty:
+                reason = "no trial finished"
+                mlflow.set_tag("textsweep.failure_reason", reason)
+                raise SweepError(
+                    f"sweep {config.name!r} ended with no finished trial; the failed trial runs hold failure.txt "
+                    "with each reason. Fix the cause, then rerun the same command to resume"
+                )
+    return SweepResult(
+        sweep_run_id, experiment, config.name, table, bool(resume_id), time.monotonic() - started, role,
+        config=config, data=data,
+    )
+
+
+def search(
+    config: SweepConfig, directory: Path, context: tracking.TrialContext, *, quiet: bool = True,
+    callbacks: Sequence[Any] = (), stream: Any = None, mixins: tuple[type, ...] = (), overwrite: bool = False,
+) -> Any:
+    """KerasTuner's search loop in this process, every trial tracked as a nested MLflow run.
+
+    The one tracked search: sweeps and the benches (which add `mixins` to measure it) both run it.
+    """
+    from textsweep.tuning import ProgressReporting, build_tuner, fit_arguments
+
+    tuner = build_tuner(
+        config, directory, mixins=(*mixins, tracking.TrialTracking, ProgressReporting), overwrite=overwrite,
+        trial_context=context, quiet=quiet, stream=stream,
+    )
+    arguments = fit_arguments(config)
+    arguments["callbacks"] = [*arguments["callbacks"], *callbacks]
+    tuner.search(context.encoded, **arguments)
+    return tuner
+
+
+@contextlib.contextmanager
+def consecutive_failures_as_sweep_error(config: SweepConfig) -> Iterator[None]:
+    """KerasTuner ends a search after too many failed trials in a row with a RuntimeError."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "consecutive failures" not in str(exc):
+            raise
+        last = str(exc).strip().splitlines()[-1]
+        raise SweepError(
+            f"sweep {config.name!r} stopped: {config.search.max_consecutive_failures} trials in a row failed "
+            f"(search.max_consecutive_failures). Last failure: {last}. The failed trial runs hold "
+            "failure.txt; fix the cause, then rerun the same command to resume."
+        ) from None
+
+
+@contextlib.contextmanager
+def sweep_owner_lock(directory: Path, name: str, role: str) -> Iterator[None]:
+    """One owner per sweep: a second process on a running sweep is refused, naming the first.
+
+    An OS file lock (flock) beside the tuner state: the OS releases it when its process dies,
+    so a sweep killed with kill -9 never blocks its own resume.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    path = directory.parent / f"{directory.name}.owner"
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise SweepError(running_elsewhere(name, lock.read())) from None
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "role": role,
+                 "started": datetime.now().isoformat(timespec="seconds")}
+        if role == "chief":
+            from textsweep.distributed import oracle_address
+
+            owner["oracle"] = oracle_address()
+        lock.seek(0)
+        lock.truncate()
+        lock.write(json.dumps(owner))
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.seek(0)
+            lock.truncate()
+
+
+def running_elsewhere(name: str, owner_json: str) -> str:
+    try:
+        owner = json.loads(owner_json)
+    except ValueError:
+        owner = {}
+    who = f"process {owner.get('pid', '?')} on {owner.get('host', '?')}, started {owner.get('started', '?')}"
+    if owner.get("oracle"):
+        ip, port = owner["oracle"].rsplit(":", 1)
+        join = (f"to add this machine to it, join as a worker: KERASTUNER_TUNER_ID=tuner<N> "
+                f"KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT={port} textsweep sweep --config <the same file>")
+    else:
+        join = ("a single-process sweep takes no workers: to run trials in parallel, stop it (Ctrl-C; it resumes) "
+                "and rerun with --workers N")
+    return (f"sweep {name!r} is already running ({who}); running it twice would run every trial twice. "
+            f"Wait for it to finish (then this command resumes it), or {join}")
+
+
+def worker_sweep_file(directory: Path, config: SweepConfig, data: pd.DataFrame | None) -> Path:
+    """The sweep file (and a DataFrame's rows) the chief's local workers start from."""
+    folder = directory / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        data.to_parquet(folder / "data.parquet", index=False)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"source": str(folder / "data.parquet")})})
+    path = folder / "sweep.yaml"
+    path.write_text(config.to_yaml())
+    return path
+
+
+def serve_as_chief(
+    client: Any, config: SweepConfig, directory: Path, context: tracking.TrialContext, workers: int,
+    data: pd.DataFrame | None, *, quiet: bool, stream: Any,
+) -> None:
+    """Serve the oracle; with `workers`, start them here and hand a dead worker's trial to the others."""
+    from textsweep.distributed import WorkerPool, serve_oracle
+    from textsweep.tuning import build_tuner
+
+    tuner = build_tuner(config, directory)  # the chief runs no trial
+    tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
+    if not workers:
+        serve_oracle(tuner)
+        return
+
+    def requeue_lost_trials(servicer: Any) -> None:
+        for tuner_id, exit_code in pool.newly_dead():
+            trial_id = servicer.requeue_trial_of(tuner_id, f"worker {tuner_id} died (exit code {exit_code})")
+            tracking.kill_running_trial_runs(
+                client, context.experiment_id, context.sweep_run_id, f"worker {tuner_id} died during this trial", tuner_id
+            )
+            pool.say(f"worker {tuner_id} died (exit code {exit_code})"
+                     + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
+
+    pool = WorkerPool(
+        config_path=worker_sweep_file(directory, config, data), count=workers, quiet=quiet, stream=stream,
+        extra_env={"TEXTSWEEP_SWEEP_RUN_ID": context.sweep_run_id, "MLFLOW_TRACKING_URI": tracking.tracking_uri()},
+    )
+    with pool:
+        serve_oracle(tuner, poll=requeue_lost_trials)
+
+
+def chief_sweep_run(client: Any, experiment: str, timeout_s: float = 300) -> str:
+    """A worker's sweep run: given by the launcher, or the running sweep run of this chief's oracle."""
+    from textsweep.distributed import oracle_address
+
+    if run_id := os.environ.get("TEXTSWEEP_SWEEP_RUN_ID"):
+        return run_id
+    address = oracle_address()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = tracking.find_sweep_runs(client, experiment, status="RUNNING", oracle=address)
+        if runs:
+            return runs[0].info.run_id
+        time.sleep(2)
+    raise TrackingError(
+        f"no running sweep run of chief {address} in this experiment after {timeout_s:.0f} s; start the chief "
+        "(KERASTUNER_TUNER_ID=chief) with the same sweep file and MLFLOW_TRACKING_URI"
+    )
+
+
+def sweep_as_worker(
+    client: Any, config: SweepConfig, prepared: PreparedData, encoded: EncodedSplits,
+    *, quiet: bool, callbacks: Sequence[Any], stream: Any,
+) -> SweepResult:
+    """Worker role: pull trials from the chief's oracle, log each under the shared sweep run."""
+    import sys
+
+    from textsweep.distributed import oracle_address
+
+    started = time.monotonic()
+    experiment = tracking.experiment_id(client, config.name)
+    print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: data ready, joining the sweep of chief {oracle_address()}",
+          file=sys.stderr, flush=True)
+    sweep_run_id = chief_sweep_run(client, experiment)
+    chief_fingerprint = client.get_run(sweep_run_id).data.params.get("data_fingerprint")
+    if chief_fingerprint != prepared.fingerprint:
+        raise ConfigError(
+            f"this worker's data (fingerprint {prepared.fingerprint}) differs from the chief's ({chief_fingerprint}); "
+            "give every process the same sweep file and data"
+        )
+    context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
+    tuner = search(config, tracking.tuner_directory(config.name), context, quiet=quiet, callbacks=callbacks, stream=stream)
+    return SweepResult(
+        sweep_run_id, experiment, config.name, pd.DataFrame(), False, time.monotonic() - started,
+        f"worker {tuner.tuner_id}", config=config,
+    )
