@@ -157,18 +157,20 @@ def test_every_bad_input_is_one_message_a_non_zero_exit_and_no_run(store, review
         "empty.csv": b"",
         "header_only.csv": b"text,label\n",
         "no_label.csv": b"text,stars\ngood,5\nbad,1\n",
-        "three_labels.csv": b"text,label\n" + b"".join(f"text {i},{i % 3}\n".encode() for i in range(30)),
+        "tiny_class.csv": b"text,label\n" + b"".join(f"text {i},{'a' if i else 'b'}\n".encode() for i in range(30)),
         "one_class.csv": b"text,label\n" + b"".join(f"text {i},1\n".encode() for i in range(30)),
     }
     for name, content in files.items():
         (store / name).write_bytes(content)
+    (store / "a_folder").mkdir()
     cases = {
         "latin.csv": "is not valid utf-8",
         "empty.csv": "is empty",
         "header_only.csv": "has no rows",
         "no_label.csv": "label column 'label' not found",
-        "three_labels.csv": "must be binary 0/1",
+        "tiny_class.csv": "class 'b' has 1 row",
         "one_class.csv": "only one class",
+        "a_folder": "is a directory, not a file",
     }
     for data_file, expected in cases.items():
         config = write_sweep_file(store / f"{data_file}.yaml", name="bad-input", source=str(store / data_file))

@@ -340,7 +340,9 @@ class ProgressReporting:
         done = len(getattr(self.oracle, "end_order", ()))
         self._bar = tqdm(
             total=budget, initial=min(done, budget or done), file=self._stream, disable=True if self._quiet else None,
-            unit="trial", dynamic_ncols=True, smoothing=0.3,
+            # shutil's width, not tqdm's own probe: a terminal that reports 0 columns (a bare pty in
+            # CI or a container) gets 80, where tqdm would draw an empty line.
+            ncols=shutil.get_terminal_size().columns, unit="trial", smoothing=0.3,
             bar_format="{desc} {percentage:3.0f}%|{bar:16}| [{elapsed}<{remaining}] {postfix}",
         )
         try:
