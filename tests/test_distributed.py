@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import BIN, free_port, mlflow_server, write_sweep_file
@@ -178,3 +179,50 @@ def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, reviews_cs
         assert len({r.data.tags["textsweep.tuner_id"] for r in finished}) == 2
         for run in finished:  # artifacts went through the server to its destination
             assert {"tokenizer", "learning_curves.png"} <= {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+
+
+def test_a_remote_worker_that_stops_reporting_loses_its_trial_to_another(tmp_path, reviews_csv):
+    """Workers started by hand (as on other hosts), one frozen with SIGSTOP mid-trial."""
+    config = tiny_sweep(tmp_path / "silent.yaml", reviews_csv, "silent", trials=4, epochs=3)
+    settings = yaml.safe_load(config.read_text())
+    settings["search"]["worker_timeout"] = "20s"
+    config.write_text(yaml.safe_dump(settings))
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
+        oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+        command = [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"]
+
+        def start(tuner_id: str) -> subprocess.Popen:
+            return subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        workers = {tuner_id: start(tuner_id) for tuner_id in ("tuner0", "tuner1")}
+        for tuner_id, process in workers.items():
+            for line in process.stdout:
+                if "joining the sweep of chief" in line:
+                    break
+        chief = start("chief")
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 300
+        while True:  # freeze tuner0 in the middle of a trial
+            assert chief.poll() is None and time.monotonic() < deadline
+            experiment = client.get_experiment_by_name("silent")
+            if experiment and client.search_runs([experiment.experiment_id],
+                                                 "tags.`textsweep.tuner_id` = 'tuner0' and attributes.status = 'RUNNING'"):
+                break
+            time.sleep(0.5)
+        workers["tuner0"].send_signal(signal.SIGSTOP)
+        try:
+            chief_output, _ = chief.communicate(timeout=600)
+            survivor_output, _ = workers["tuner1"].communicate(timeout=120)
+        finally:
+            workers["tuner0"].kill()
+            workers["tuner0"].wait()
+        assert chief.returncode == 0, chief_output[-3000:]
+        assert workers["tuner1"].returncode == 0, survivor_output[-3000:]
+        assert "worker tuner0 reported no epoch for 20s (search.worker_timeout)" in chief_output
+        assert "goes to another worker" in chief_output
+        finished = assert_one_sweep_with_finished_trials(uri, "silent", 4)
+        killed = client.search_runs([client.get_experiment_by_name("silent").experiment_id], "attributes.status = 'KILLED'")
+        assert len(killed) == 1 and killed[0].data.tags["textsweep.tuner_id"] == "tuner0"
+        assert "reported no epoch" in killed[0].data.tags["textsweep.failure_reason"]
+        assert killed[0].data.tags["textsweep.trial_id"] in {r.data.tags["textsweep.trial_id"] for r in finished}

@@ -184,20 +184,27 @@ class SearchConfig(_Section):
     # Wall-clock budget, e.g. "90m", "2h", "1h30m", "45s" (or seconds as a number): no trial
     # starts after it, and the running trial stops at the end of its current epoch.
     max_time: str | None = None
+    # A distributed worker that reports no epoch for this long loses its trial to another worker
+    # (a local worker that dies loses it at once). Longer than one epoch of the slowest trial.
+    worker_timeout: str = "30m"
 
-    @field_validator("max_time", mode="before")
+    @field_validator("max_time", "worker_timeout", mode="before")
     @classmethod
     def _duration_text(cls, value: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return f"{value}s"
         return value
 
-    @field_validator("max_time")
+    @field_validator("max_time", "worker_timeout")
     @classmethod
     def _duration_is_readable(cls, value: str | None) -> str | None:
         if value is not None:
             parse_duration(value)
         return value
+
+    @property
+    def worker_timeout_seconds(self) -> float:
+        return parse_duration(self.worker_timeout)
 
     @property
     def max_time_seconds(self) -> float | None:

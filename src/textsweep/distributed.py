@@ -43,19 +43,53 @@ def _chief_servicer_class() -> type:
     from keras_tuner.src.engine.trial import TrialStatus
 
     class ChiefServicer(OracleServicer):
-        """KerasTuner's servicer, remembering which workers were told the search is over."""
+        """KerasTuner's servicer, remembering which workers were told the search is over, when each
+        worker was last heard of, and which were given up (dead or silent)."""
 
         def __init__(self, oracle: Any):
             super().__init__(oracle)
             self.stopped_tuners: set[str] = set()
             self.lost_tuners: set[str] = set()
+            self.last_heard: dict[str, float] = {}  # tuner id -> time.monotonic()
+            self.peers: dict[str, str] = {}  # gRPC peer address -> tuner id
+
+        def _sender(self, context: Any) -> str | None:
+            return self.peers.get(context.peer()) if context is not None else None
 
         def CreateTrial(self, request: Any, context: Any) -> Any:
+            if request.tuner_id in self.lost_tuners:  # given up on: its trial went to another worker
+                trial = kt.engine.trial.Trial(self.oracle.get_space(), status=TrialStatus.STOPPED)
+                return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+            if context is not None:
+                self.peers[context.peer()] = request.tuner_id
+            self.last_heard[request.tuner_id] = time.monotonic()
             trial = self.oracle.create_trial(request.tuner_id)
             if trial.status == TrialStatus.STOPPED:
                 self.stop_triggered = True
                 self.stopped_tuners.add(request.tuner_id)
             return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+
+        def GetTrial(self, request: Any, context: Any) -> Any:
+            # Workers ask for their trial after every epoch (WorkerHeartbeat): that is the heartbeat.
+            if (sender := self._sender(context)) is not None:
+                self.last_heard[sender] = time.monotonic()
+            return super().GetTrial(request, context)
+
+        def UpdateTrial(self, request: Any, context: Any) -> Any:
+            if self._sender(context) in self.lost_tuners:  # a worker back from the dead: its trial is another's now
+                return protos.get_service().UpdateTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+            return super().UpdateTrial(request, context)
+
+        def EndTrial(self, request: Any, context: Any) -> Any:
+            if self._sender(context) in self.lost_tuners:
+                return protos.get_service().EndTrialResponse()
+            return super().EndTrial(request, context)
+
+        def silent_workers(self, timeout_s: float) -> list[str]:
+            """Workers running a trial that have not been heard of for `timeout_s` (stopped, hung, cut off)."""
+            now = time.monotonic()
+            return [tuner_id for tuner_id in list(self.oracle.ongoing_trials)
+                    if tuner_id not in self.lost_tuners and now - self.last_heard.get(tuner_id, now) > timeout_s]
 
         def search_done(self) -> bool:
             if not self.stop_triggered or self.oracle.ongoing_trials:
@@ -74,6 +108,15 @@ def _chief_servicer_class() -> type:
             return trial.trial_id
 
     return ChiefServicer
+
+
+class WorkerHeartbeat:
+    """Tuner mixin for workers: after every epoch, ask the chief for the trial, so the chief knows
+    this worker is alive; a worker on another host that stops reporting loses its trial."""
+
+    def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        self.oracle.get_trial(trial.trial_id)
 
 
 def serve_oracle(tuner: kt.Tuner, poll: Callable[[Any], None] = lambda servicer: None) -> None:

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -422,24 +423,32 @@ def serve_as_chief(
 
     tuner = build_tuner(config, directory)  # the chief runs no trial
     tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
-    if not workers:
-        serve_oracle(tuner)
-        return
+    timeout = config.search.worker_timeout_seconds
+    pool = None
+    if workers:
+        pool = WorkerPool(
+            config_path=worker_sweep_file(directory, config, data), count=workers, quiet=quiet, stream=stream,
+            extra_env={"TEXTSWEEP_SWEEP_RUN_ID": context.sweep_run_id, "MLFLOW_TRACKING_URI": tracking.tracking_uri()},
+        )
+
+    def say(line: str) -> None:
+        if pool is not None:
+            pool.say(line)
+        else:
+            print(f"[chief] {line}", file=sys.stderr, flush=True)
 
     def requeue_lost_trials(servicer: Any) -> None:
-        for tuner_id, exit_code in pool.newly_dead():
-            trial_id = servicer.requeue_trial_of(tuner_id, f"worker {tuner_id} died (exit code {exit_code})")
-            tracking.kill_running_trial_runs(
-                client, context.experiment_id, context.sweep_run_id, f"worker {tuner_id} died during this trial", tuner_id
-            )
-            pool.say(f"worker {tuner_id} died (exit code {exit_code})"
-                     + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
+        """A local worker that died, or any worker silent for search.worker_timeout: its trial goes to another."""
+        lost = [(tuner_id, f"worker {tuner_id} died (exit code {code})") for tuner_id, code in (pool.newly_dead() if pool else [])]
+        lost += [(tuner_id, f"worker {tuner_id} reported no epoch for {config.search.worker_timeout} (search.worker_timeout)")
+                 for tuner_id in servicer.silent_workers(timeout)]
+        for tuner_id, reason in lost:
+            trial_id = servicer.requeue_trial_of(tuner_id, reason)
+            tracking.kill_running_trial_runs(client, context.experiment_id, context.sweep_run_id,
+                                             f"{reason} during this trial", tuner_id)
+            say(reason + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
 
-    pool = WorkerPool(
-        config_path=worker_sweep_file(directory, config, data), count=workers, quiet=quiet, stream=stream,
-        extra_env={"TEXTSWEEP_SWEEP_RUN_ID": context.sweep_run_id, "MLFLOW_TRACKING_URI": tracking.tracking_uri()},
-    )
-    with pool:
+    with pool if pool is not None else contextlib.nullcontext():
         serve_oracle(tuner, poll=requeue_lost_trials)
 
 
@@ -467,9 +476,7 @@ def sweep_as_worker(
     *, quiet: bool, callbacks: Sequence[Any], stream: Any,
 ) -> SweepResult:
     """Worker role: pull trials from the chief's oracle, log each under the shared sweep run."""
-    import sys
-
-    from textsweep.distributed import oracle_address
+    from textsweep.distributed import WorkerHeartbeat, oracle_address
 
     started = time.monotonic()
     experiment = tracking.experiment_id(client, config.name)
@@ -483,7 +490,8 @@ def sweep_as_worker(
             "give every process the same sweep file and data"
         )
     context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
-    tuner = search(config, tracking.tuner_directory(config.name), context, quiet=quiet, callbacks=callbacks, stream=stream)
+    tuner = search(config, tracking.tuner_directory(config.name), context, quiet=quiet, callbacks=callbacks,
+                   stream=stream, mixins=(WorkerHeartbeat,))
     return SweepResult(
         sweep_run_id, experiment, config.name, pd.DataFrame(), False, time.monotonic() - started,
         f"worker {tuner.tuner_id}", config=config,

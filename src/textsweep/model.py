@@ -1,8 +1,10 @@
-"""The seeds' LSTM as `build_model(params)`, and the KerasTuner `HyperModel` that searches it.
+"""The seeds' LSTM as `build_model(params, num_classes)`, and the KerasTuner `HyperModel` that searches it.
 
 Seed A (default params): Embedding(2000, 128) -> SpatialDropout1D(0.4) ->
 LSTM(196, dropout=0.2, recurrent_dropout=0.2) -> Dense(2, softmax).
 Seed B: `output: sigmoid`, `spatial_dropout: 0`: Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid).
+With more classes, `output: softmax` has one unit per class (`Dense(num_classes, softmax)`);
+`sigmoid` is the binary output only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import keras
 import keras_tuner as kt
 
 from textsweep.config import SWEPT_PARAMS, SpaceEntry, TrainingParams, params_with
+from textsweep.errors import ConfigError
 from textsweep.vocab import EncodedSplits
 
 
@@ -24,8 +27,12 @@ def lstm_kernel(params: TrainingParams, gpu: bool) -> str:
     return "cudnn" if gpu else "fused"
 
 
-def build_model(params: TrainingParams) -> keras.Model:
-    """Build and compile the seeds' architecture, seeded by `params.seed`."""
+def build_model(params: TrainingParams, num_classes: int = 2) -> keras.Model:
+    """Build and compile the seeds' architecture for `num_classes` classes, seeded by `params.seed`.
+
+    Labels are int class indices 0..num_classes-1 (data.PreparedData.classes orders them).
+    """
+    check_output_fits(params.output, num_classes)
     keras.utils.set_random_seed(params.seed)
     if params.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -41,7 +48,7 @@ def build_model(params: TrainingParams) -> keras.Model:
     if params.output == "softmax":
         # Integer labels with sparse cross-entropy: the same loss as seed A's one-hot
         # categorical_crossentropy, without materialising one-hot arrays.
-        layers.append(keras.layers.Dense(2, activation="softmax", dtype="float32"))
+        layers.append(keras.layers.Dense(num_classes, activation="softmax", dtype="float32"))
         loss = "sparse_categorical_crossentropy"
     else:
         layers.append(keras.layers.Dense(1, activation="sigmoid", dtype="float32"))
@@ -51,8 +58,19 @@ def build_model(params: TrainingParams) -> keras.Model:
     return model
 
 
+def check_output_fits(output: str, num_classes: int) -> None:
+    """Refuse an output layer that cannot tell `num_classes` classes apart."""
+    if num_classes < 2:
+        raise ConfigError(f"the data has {num_classes} class(es); a classifier needs at least 2 (check data.label_column)")
+    if output == "sigmoid" and num_classes > 2:
+        raise ConfigError(
+            f"defaults.output: sigmoid is a single unit for two classes, but the data has {num_classes} classes; "
+            "set defaults.output: softmax (one unit per class)"
+        )
+
+
 def positive_probability(model: keras.Model, x: Any) -> Any:
-    """P(label = 1) for each row, whichever output layer the model has."""
+    """P(label = 1) for each row of a binary model, whichever output layer it has."""
     scores = model.predict(x, verbose=0, batch_size=512)
     return scores[:, 1] if scores.shape[-1] == 2 else scores[:, 0]
 
@@ -84,16 +102,35 @@ def params_from_hp(hp: kt.HyperParameters, defaults: TrainingParams, space: dict
 class LstmHyperModel(kt.HyperModel):
     """`build` maps `hp` to params; `fit` caps and pads the shared encoded data for the trial."""
 
-    def __init__(self, defaults: TrainingParams, space: dict[str, SpaceEntry]):
+    # Trials whose params stay resolved: KerasTuner calls `build` and `fit` (and textsweep's
+    # hooks call `params`) separately for one trial.
+    RESOLVED_KEPT = 32
+
+    def __init__(self, defaults: TrainingParams, space: dict[str, SpaceEntry], num_classes: int = 2):
         super().__init__(name="textsweep_lstm", tunable=True)
+        check_output_fits(defaults.output, num_classes)  # before any trial starts
         self.defaults = defaults
         self.space = space
+        self.num_classes = num_classes
+        self._resolved: dict[tuple, TrainingParams] = {}
 
     def params(self, hp: kt.HyperParameters) -> TrainingParams:
-        return params_from_hp(hp, self.defaults, self.space)
+        """The trial's params, resolved once per set of hp values.
+
+        Only an `hp` that already holds every searched name is cached: declaring those names is
+        then a no-op, whereas a fresh `hp` (KerasTuner's first build) must see them declared.
+        """
+        if not all(name in hp.values for name in self.space):
+            return params_from_hp(hp, self.defaults, self.space)
+        key = tuple(sorted((name, repr(value)) for name, value in hp.values.items()))
+        if key not in self._resolved:
+            if len(self._resolved) >= self.RESOLVED_KEPT:
+                self._resolved.pop(next(iter(self._resolved)))  # the oldest trial
+            self._resolved[key] = params_from_hp(hp, self.defaults, self.space)
+        return self._resolved[key]
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        return build_model(self.params(hp))
+        return build_model(self.params(hp), self.num_classes)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, encoded: EncodedSplits, **fit_kwargs: Any):
         """Train one trial. Any failure becomes KerasTuner's `FailedTrialError`, so the trial is

@@ -12,10 +12,20 @@ format of MLflow's scoring server, e.g. `{"dataframe_split": {"columns": ["text"
 [["..."]]}}`, `{"dataframe_records": [{"text": "..."}]}`, `{"inputs": {"text": ["..."]}}`,
 `{"inputs": [{"text": "..."}]}` or `{"instances": [{"text": "..."}]}`. A bare list of strings
 works when `TextClassifier.predict` is called directly; through `mlflow.pyfunc` the signature's
-schema check wants the named column. Output:
-one row per text, `label` (0/1) and `probability` (P(label = 1)); `label` is 1 when the
-probability is above 0.5, as Keras' accuracy counts it. Cleaning may leave a text without a
-known word (an empty string does too): the model then sees only padding and still answers.
+schema check wants the named column. Texts are cleaned with the vocabulary's `cleaning` mode, as
+in training.
+
+Output, one row per text (`class_columns` names the per-class columns):
+- `label`: the predicted class as the training data spelled it (`neutral`; `1` for a 0/1
+  column: ints stay ints, strings stay strings; a column mixing numbers and strings gives strings);
+- `probability`: for two classes P(second class) (P(label = 1) for 0/1, as before; `label` is
+  the second class when it is above 0.5, as Keras' accuracy counts it); for more classes the
+  predicted class's probability (the highest);
+- `probability_<class>`: one column per class, in class order, each row summing to 1.
+A model whose vocabulary predates saved classes (LEGACY: no `classes` in its JSON) answers
+exactly as it always did: `label` (0/1) and `probability` only, with seed A's cleaning.
+Cleaning may leave a text without a known word (an empty string does too): the model then sees
+only padding and still answers.
 
 Malformed requests are MLflow `INVALID_PARAMETER_VALUE` errors, which the scoring server
 answers with 400: a missing `text` column (MLflow's schema check) and `text` values that are not
@@ -27,8 +37,10 @@ TensorFlow is imported when a model is loaded, not when this module is.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +60,49 @@ TEXT_COLUMN = "text"
 VOCABULARY_ARTIFACT = "vocabulary"
 KERAS_MODEL_ARTIFACT = "keras_model"
 DECISION_THRESHOLD = 0.5
-INPUT_EXAMPLE = pd.DataFrame({TEXT_COLUMN: ["Juda yaxshi ilova, menga yoqdi", ""]})
-
+PROBABILITY_PREFIX = "probability_"
+INPUT_EXAMPLE = pd.DataFrame({TEXT_COLUMN: ["Juda yaxshi ilova, menga yoqdi", "Отличный фильм!", ""]})
+INPUT_SCHEMA = Schema([ColSpec("string", TEXT_COLUMN)])
+# What a model without saved classes answers (and the schema every version had before).
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
-    outputs=Schema([ColSpec("long", "label"), ColSpec("double", "probability")]),
+    inputs=INPUT_SCHEMA, outputs=Schema([ColSpec("long", "label"), ColSpec("double", "probability")])
 )
+# Characters a class name keeps in its column name: letters and digits of any script, `-`, `.`.
+NOT_NAME_CHARACTERS = re.compile(r"[^\w.-]+")
+
+
+def class_columns(classes: Sequence[Any]) -> list[str]:
+    """The per-class probability columns: `probability_<class>`, in class order.
+
+    Each run of characters other than letters, digits (any script), `-` and `.` becomes `_`
+    (`very good!` -> `probability_very_good_`; `imdb-negative`, `0`, `True` and `позитив` are kept
+    as written). Classes whose names would then clash (`a b` and `a_b`, or `1` and "1") get their
+    class index appended (`probability_a_b_0`, `probability_a_b_1`).
+    """
+    names = [PROBABILITY_PREFIX + NOT_NAME_CHARACTERS.sub("_", str(c)) for c in classes]
+    return [f"{name}_{i}" if names.count(name) > 1 else name for i, name in enumerate(names)]
+
+
+def label_type(classes: Sequence[Any]) -> str:
+    """The MLflow type of the `label` column: the classes' own type, or string for a mix."""
+    if all(isinstance(c, bool) for c in classes):
+        return "boolean"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "long"
+    if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes):
+        return "double"
+    return "string"
+
+
+def signature(classes: Sequence[Any]) -> ModelSignature:
+    """The served model's signature for a vocabulary's classes: text in; label and probabilities out."""
+    return ModelSignature(
+        inputs=INPUT_SCHEMA,
+        outputs=Schema(
+            [ColSpec(label_type(classes), "label"), ColSpec("double", "probability")]
+            + [ColSpec("double", name) for name in class_columns(classes)]
+        ),
+    )
 
 
 def pip_requirements() -> list[str]:
@@ -114,7 +163,7 @@ def checking_texts(parse: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     def parse_request(data: dict[str, Any], schema: Schema | None = None) -> Any:
-        ours = schema == SIGNATURE.inputs  # other models served from this process are left alone
+        ours = schema == INPUT_SCHEMA  # other models served from this process are left alone
         for key in ("inputs", "instances"):
             if ours and key in data and (values := sent_texts(data[key])) is not None:
                 texts_of(values)
@@ -147,15 +196,49 @@ def _bad_request(problem: str) -> MlflowException:
     )
 
 
-def classify(keras_model: Any, vocabulary: Vocabulary, texts: list[str]) -> pd.DataFrame:
-    """Label and positive-class probability of each raw text, cleaned and encoded as in training."""
-    if not texts:
-        return pd.DataFrame({"label": np.empty(0, np.int64), "probability": np.empty(0)})
-    ids = vocabulary.encode_padded(clean_texts(pd.Series(texts, dtype="object")).tolist())
-    # model.positive_probability's rule, not imported: model.py needs KerasTuner, a served model should not.
-    scores = keras_model.predict(ids, verbose=0, batch_size=512)
-    probability = np.asarray(scores[:, 1] if scores.shape[-1] == 2 else scores[:, 0], dtype=np.float64)
-    return pd.DataFrame({"label": (probability > DECISION_THRESHOLD).astype(np.int64), "probability": probability})
+def classify(keras_model: Any, vocabulary: Vocabulary, texts: list[str], *, per_class: bool = True) -> pd.DataFrame:
+    """Label and probabilities of each raw text, cleaned and encoded as in training.
+
+    `per_class=False` gives a LEGACY model's answer: `label` and `probability` only.
+    """
+    classes = list(vocabulary.classes)
+    if texts:
+        cleaned = clean_texts(pd.Series(texts, dtype="object"), vocabulary.cleaning).tolist()
+        scores = np.asarray(keras_model.predict(vocabulary.encode_padded(cleaned), verbose=0, batch_size=512), np.float64)
+    else:
+        scores = np.empty((0, keras_model.output_shape[-1]))
+    if scores.shape[-1] == 1:  # sigmoid: P(second class)
+        scores = np.column_stack([1 - scores[:, 0], scores[:, 0]])
+    if scores.shape[-1] != len(classes):
+        raise MlflowException(
+            f"the model has {scores.shape[-1]} outputs but its vocabulary lists {len(classes)} classes {classes}; "
+            "register the trial's own model and vocabulary together"
+        )
+    if len(classes) == 2:
+        # model.positive_probability's rule, not imported: model.py needs KerasTuner, a served model should not.
+        probability = scores[:, 1]
+        predicted = (probability > DECISION_THRESHOLD).astype(np.int64)
+    else:
+        predicted = scores.argmax(axis=1)
+        probability = scores[np.arange(len(scores)), predicted]
+    answer = pd.DataFrame({"label": label_values(classes, predicted), "probability": probability})
+    if per_class:
+        answer[class_columns(classes)] = scores
+    return answer
+
+
+def label_values(classes: list[Any], predicted: np.ndarray) -> pd.Series:
+    """The classes at the predicted indices, typed as the signature says (`label_type`)."""
+    kind = label_type(classes)
+    if kind == "string":
+        return pd.Series([str(classes[i]) for i in predicted], dtype=object)
+    dtype = {"boolean": bool, "long": np.int64, "double": np.float64}[kind]
+    return pd.Series(np.asarray(classes, dtype=dtype)[predicted], dtype=dtype)
+
+
+def saves_classes(vocabulary_json: str) -> bool:
+    """Whether a vocabulary JSON holds its classes (LEGACY ones were saved before they were kept)."""
+    return "classes" in json.loads(vocabulary_json)
 
 
 class TextClassifier(PythonModel):
@@ -164,14 +247,16 @@ class TextClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         import keras  # deferred: TensorFlow is loaded with the model, not with this module
 
-        self.vocabulary = Vocabulary.load(Path(context.artifacts[VOCABULARY_ARTIFACT]))
+        vocabulary_json = Path(context.artifacts[VOCABULARY_ARTIFACT]).read_text(encoding="utf-8")
+        self.vocabulary = Vocabulary.from_json(vocabulary_json)
+        self.per_class = saves_classes(vocabulary_json)
         self.keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
         _check_texts_in_scoring_server()
 
     # `pd.DataFrame` is the hint MLflow infers no schema from: SIGNATURE is the schema, and with it
     # MLflow hands over a DataFrame. Called directly, a list of strings works too.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return classify(self.keras_model, self.vocabulary, texts_of(model_input))
+        return classify(self.keras_model, self.vocabulary, texts_of(model_input), per_class=self.per_class)
 
 
 # Models from code: MLflow runs this file on load and serves the model set here.

@@ -320,11 +320,12 @@ class ProgressReporting:
             budget = min(budget or sys.maxsize, self.oracle.grid_size())
         return budget
 
-    def _best_so_far(self) -> str:
+    def _best_so_far(self, named: bool = True) -> str:
         best = self.oracle.get_best_trials(1)
         if not best or best[0].score is None:
             return "best -"
-        return f"best {self.oracle.objective.name} {best[0].score:.4f} [{best[0].trial_id}]"
+        name = f"{self.oracle.objective.name} " if named else ""
+        return f"best {name}{best[0].score:.4f} [{best[0].trial_id}]"
 
     def _say(self, line: str) -> None:
         if self._quiet:
@@ -338,12 +339,13 @@ class ProgressReporting:
         # After a resume the bar starts at the trials already done (a worker's oracle is a gRPC
         # client that cannot say: it starts at 0).
         done = len(getattr(self.oracle, "end_order", ()))
+        terminal = shutil.get_terminal_size()
         self._bar = tqdm(
             total=budget, initial=min(done, budget or done), file=self._stream, disable=True if self._quiet else None,
-            # shutil's width, not tqdm's own probe: a terminal that reports 0 columns (a bare pty in
-            # CI or a container) gets 80, where tqdm would draw an empty line.
-            ncols=shutil.get_terminal_size().columns, unit="trial", smoothing=0.3,
-            bar_format="{desc} {percentage:3.0f}%|{bar:16}| [{elapsed}<{remaining}] {postfix}",
+            # shutil's size, not tqdm's own probe: a terminal that reports 0x0 (a bare pty in CI or
+            # a container) gets 80x24, where tqdm would draw nothing at all.
+            ncols=terminal.columns, nrows=terminal.lines, unit="trial", smoothing=0.3,
+            bar_format="{desc} {percentage:3.0f}%|{bar:16}| [{elapsed}<{remaining}]{postfix}",
         )
         try:
             super().search(*fit_args, **fit_kwargs)
@@ -361,7 +363,7 @@ class ProgressReporting:
         # KerasTuner numbers trials from 0 in creation order, in one process or across workers.
         self._trial_label = f"trial {int(trial.trial_id) + 1}/{self._trial_budget() or '?'}"
         self._bar.set_description_str(self._trial_label, refresh=False)
-        self._bar.set_postfix_str(f"starting | {self._best_so_far()} | {self._trial_params}")
+        self._bar.set_postfix_str(f"starting | {self._best_so_far(named=False)} | {self._trial_params}")
 
     def on_epoch_end(self, trial: Trial, model: Any, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(trial, model, epoch, logs=logs)
@@ -374,7 +376,8 @@ class ProgressReporting:
         deadline = getattr(self, "deadline", None)
         stopping = " | time budget reached, stopping" if deadline is not None and time.time() >= deadline else ""
         self._bar.set_postfix_str(
-            f"epoch {epoch + 1}/{epochs}{shown} | {self._best_so_far()}{stopping} | {self._trial_params}", refresh=False
+            f"epoch {epoch + 1}/{epochs}{shown} | {self._best_so_far(named=False)}{stopping} | {self._trial_params}",
+            refresh=False,
         )
         self._bar.update(progress - self._trial_progress)
         self._trial_progress = progress
@@ -401,5 +404,10 @@ class ProgressReporting:
         if not budget:
             return ""
         remaining = max(budget - int(trial.trial_id) - 1, 0)
-        per_trial = sum(self._trial_durations) / len(self._trial_durations)
-        return f" | ETA {tqdm.format_interval(per_trial * remaining)}" if remaining else ""
+        if not remaining:
+            return ""
+        eta = sum(self._trial_durations) / len(self._trial_durations) * remaining
+        deadline = getattr(self, "deadline", None)
+        if deadline is not None:  # the wall-clock budget may end the sweep first
+            eta = max(min(eta, deadline - time.time()), 0)
+        return f" | ETA {tqdm.format_interval(eta)}"
