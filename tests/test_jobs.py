@@ -76,7 +76,7 @@ def test_a_notebook_sweeps_a_dataframe_and_gets_a_result_that_matches_mlflow(tmp
     assert out["texts"] == ["a wonderful , moving film", "dull and far too long"]
     assert set(out["labels"]) <= {0, 1} and all(0 <= p <= 1 for p in out["probabilities"])
     version = client.get_model_version("api-model", out["version"])
-    assert version.run_id == best.info.run_id and client.get_model_version_by_alias("api-model", "champion").version == out["version"]
+    assert version.run_id == best.info.run_id and str(client.get_model_version_by_alias("api-model", "champion").version) == str(out["version"])
     assert out["served"] == out["labels"][:1]  # the registered model labels like the trial's own
 
 

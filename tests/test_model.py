@@ -1,7 +1,9 @@
 import keras_tuner as kt
 import numpy as np
+import pytest
 
 from textsweep.config import SpaceEntry, TrainingParams
+from textsweep.errors import ConfigError
 from textsweep.model import LstmHyperModel, build_model, lstm_kernel, params_from_hp
 
 
@@ -25,6 +27,33 @@ def test_seed_b_is_reachable_through_params():
     assert [name for name, _ in layer_summary(model)] == ["Embedding", "LSTM", "Dense"]
     assert model.count_params() == 5000 * 32 + 4 * (100 * (32 + 100) + 100) + 101
     assert model.loss == "binary_crossentropy"
+
+
+def test_softmax_has_one_unit_per_class():
+    two, four = build_model(TrainingParams(), 2), build_model(TrainingParams(), 4)
+    assert two.count_params() == 511_194 and two.output_shape == (None, 2)
+    assert four.output_shape == (None, 4) and four.layers[-1].activation.__name__ == "softmax"
+    assert four.count_params() == 511_194 + 2 * (196 + 1)  # two more units on the 196 LSTM outputs
+    assert four.loss == "sparse_categorical_crossentropy"
+    labels = np.array([0, 3, 1, 2])  # int class indices, as for two classes
+    assert np.isfinite(four.evaluate(np.ones((4, 5), "int32"), labels, verbose=0)[0])
+
+
+def test_sigmoid_stays_binary_and_more_classes_are_refused_with_the_fix():
+    sigmoid = TrainingParams(output="sigmoid", embed_dim=4, lstm_out=4)
+    assert build_model(sigmoid, 2).output_shape == (None, 1)
+    with pytest.raises(ConfigError, match="data has 3 classes; set defaults.output: softmax"):
+        build_model(sigmoid, 3)
+    with pytest.raises(ConfigError, match="defaults.output: softmax"):
+        LstmHyperModel(sigmoid, SPACE, num_classes=5)  # refused before any trial runs
+    with pytest.raises(ConfigError, match="at least 2"):
+        build_model(TrainingParams(), 1)
+
+
+def test_hypermodel_builds_for_its_number_of_classes():
+    hp = kt.HyperParameters()
+    model = LstmHyperModel(TrainingParams(embed_dim=4, lstm_out=4), SPACE, num_classes=3).build(hp)
+    assert model.output_shape == (None, 3)
 
 
 def test_build_is_seeded():
@@ -65,3 +94,23 @@ def test_hp_values_become_the_trial_params():
     assert (params.max_features, params.embed_dim, params.dropout, params.batch_size) == (2000, 96, 0.3, 100)
     model = LstmHyperModel(TrainingParams(), SPACE).build(hp)
     assert model.layers[0].output_dim == 96 and model.layers[0].input_dim == 2000
+
+
+def test_trial_params_are_resolved_once_per_trial_and_fresh_hp_still_gets_declared():
+    hypermodel = LstmHyperModel(TrainingParams(), SPACE)
+    for _ in range(2):  # KerasTuner's first build passes an empty hp: each must get the declarations
+        fresh = kt.HyperParameters()
+        hypermodel.params(fresh)
+        assert {p.name for p in fresh.space} == set(SPACE)
+    hp = kt.HyperParameters()
+    first = hypermodel.params(hp)
+    assert hypermodel.params(hp) is first  # build, fit and the hooks share one resolution
+    hp.values["embed_dim"] = 96
+    other = hypermodel.params(hp)
+    assert other is not first and other.embed_dim == 96
+    hp.values["embed_dim"] = first.embed_dim
+    assert hypermodel.params(hp) is first
+    for size in range(100):  # many trials: the cache stays small
+        hp.values["batch_size"] = 16 + size
+        hypermodel.params(hp)
+    assert len(hypermodel._resolved) <= LstmHyperModel.RESOLVED_KEPT

@@ -117,17 +117,21 @@ class LstmHyperModel(kt.HyperModel):
     def params(self, hp: kt.HyperParameters) -> TrainingParams:
         """The trial's params, resolved once per set of hp values.
 
-        Only an `hp` that already holds every searched name is cached: declaring those names is
-        then a no-op, whereas a fresh `hp` (KerasTuner's first build) must see them declared.
+        An `hp` missing a searched name (KerasTuner's first build) is resolved afresh, so that it
+        gets the declarations; once it holds every name, declaring them again is a no-op.
         """
-        if not all(name in hp.values for name in self.space):
-            return params_from_hp(hp, self.defaults, self.space)
-        key = tuple(sorted((name, repr(value)) for name, value in hp.values.items()))
-        if key not in self._resolved:
-            if len(self._resolved) >= self.RESOLVED_KEPT:
-                self._resolved.pop(next(iter(self._resolved)))  # the oldest trial
-            self._resolved[key] = params_from_hp(hp, self.defaults, self.space)
-        return self._resolved[key]
+        declared = all(name in hp.values for name in self.space)
+        if declared and (params := self._resolved.get(self._trial_key(hp))) is not None:
+            return params
+        params = params_from_hp(hp, self.defaults, self.space)
+        if len(self._resolved) >= self.RESOLVED_KEPT:
+            self._resolved.pop(next(iter(self._resolved)))  # the oldest trial
+        self._resolved[self._trial_key(hp)] = params
+        return params
+
+    @staticmethod
+    def _trial_key(hp: kt.HyperParameters) -> tuple:
+        return tuple(sorted((name, repr(value)) for name, value in hp.values.items()))
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         return build_model(self.params(hp), self.num_classes)

@@ -196,19 +196,27 @@ def _bad_request(problem: str) -> MlflowException:
     )
 
 
-def classify(keras_model: Any, vocabulary: Vocabulary, texts: list[str], *, per_class: bool = True) -> pd.DataFrame:
-    """Label and probabilities of each raw text, cleaned and encoded as in training.
+def class_probabilities(keras_model: Any, vocabulary: Vocabulary, texts: list[str]) -> np.ndarray:
+    """P(class i) of each raw text (rows x classes), cleaned (the vocabulary's mode) and encoded as in training.
 
-    `per_class=False` gives a LEGACY model's answer: `label` and `probability` only.
+    A sigmoid model's one column P(second class) becomes [1 - P, P], so binary and multi-class
+    models are read alike.
     """
-    classes = list(vocabulary.classes)
     if texts:
         cleaned = clean_texts(pd.Series(texts, dtype="object"), vocabulary.cleaning).tolist()
         scores = np.asarray(keras_model.predict(vocabulary.encode_padded(cleaned), verbose=0, batch_size=512), np.float64)
     else:
         scores = np.empty((0, keras_model.output_shape[-1]))
-    if scores.shape[-1] == 1:  # sigmoid: P(second class)
-        scores = np.column_stack([1 - scores[:, 0], scores[:, 0]])
+    return np.column_stack([1.0 - scores[:, 0], scores[:, 0]]) if scores.shape[-1] == 1 else scores
+
+
+def classify(keras_model: Any, vocabulary: Vocabulary, texts: list[str], *, per_class: bool = True) -> pd.DataFrame:
+    """Label and probabilities of each raw text (the module docstring's output).
+
+    `per_class=False` gives a LEGACY model's answer: `label` and `probability` only.
+    """
+    classes = list(vocabulary.classes)
+    scores = class_probabilities(keras_model, vocabulary, texts)
     if scores.shape[-1] != len(classes):
         raise MlflowException(
             f"the model has {scores.shape[-1]} outputs but its vocabulary lists {len(classes)} classes {classes}; "

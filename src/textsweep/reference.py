@@ -1,0 +1,111 @@
+"""A linear reference for every sweep: TF-IDF word and character n-grams, logistic regression.
+
+Fitted on the same training split as the trials, so its validation accuracy is comparable with
+their `val_accuracy`; it takes seconds where a trial takes minutes, and tells whether the LSTM
+earns its cost. Pure: the caller logs the result (tracking knows MLflow, this module does not).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from textsweep.data import PreparedData
+
+# Chosen on the validation splits of the Uzbek set and of 12,000 IMDB reviews (never on test);
+# BENCHMARKS-style figures are in the module's report (issue 15).
+REFERENCE_SETTINGS: dict[str, Any] = {
+    "word_ngrams": (1, 2),
+    # Word n-grams seen once are mostly typos and one-off bigrams: dropping them halves the
+    # vocabulary at no cost in accuracy.
+    "word_min_df": 2,
+    "char_ngrams": (2, 5),
+    # Caps keep the fit bounded on long texts: 25,000 IMDB reviews have ~1.5 million distinct
+    # word 1-2-grams and ~2 million character 2-5-grams; the most frequent few hundred thousand
+    # carry the signal and the rest costs memory and solver time.
+    "word_max_features": 200_000,
+    "char_max_features": 300_000,
+    "C": 10.0,
+    "max_iter": 1000,
+}
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """The fitted reference and its figures; `pipeline.predict(texts)` takes cleaned texts."""
+
+    pipeline: Pipeline
+    val_accuracy: float
+    test_accuracy: float
+    test_f1_macro: float
+    fit_seconds: float  # vectorizing and fitting the training split only
+    params: dict[str, Any]  # the settings used, flat and JSON-friendly, for logging
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        """Class indices (into PreparedData.classes) for cleaned texts."""
+        return self.pipeline.predict(texts)
+
+
+def build_reference(settings: dict[str, Any] = REFERENCE_SETTINGS) -> Pipeline:
+    """The unfitted reference pipeline: word and char_wb TF-IDF features side by side, then logistic regression."""
+    features = FeatureUnion(
+        [
+            (
+                "word",
+                TfidfVectorizer(
+                    analyzer="word",
+                    ngram_range=tuple(settings["word_ngrams"]),
+                    min_df=settings["word_min_df"],
+                    max_features=settings["word_max_features"],
+                    sublinear_tf=True,
+                    dtype=np.float32,
+                ),
+            ),
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=tuple(settings["char_ngrams"]),
+                    max_features=settings["char_max_features"],
+                    sublinear_tf=True,
+                    dtype=np.float32,
+                ),
+            ),
+        ]
+    )
+    # lbfgs fits one multinomial model over all classes (labels are indices 0..n-1) and needs
+    # no random state, so the same data gives the same model.
+    classifier = LogisticRegression(C=settings["C"], solver="lbfgs", max_iter=settings["max_iter"])
+    return Pipeline([("features", features), ("classifier", classifier)])
+
+
+def fit_reference(data: PreparedData, settings: dict[str, Any] = REFERENCE_SETTINGS) -> ReferenceResult:
+    """Fit the reference on the training split; score it on validation and test."""
+    pipeline = build_reference(settings)
+    started = time.perf_counter()
+    pipeline.fit(data.train.texts, data.train.labels)
+    fit_seconds = time.perf_counter() - started
+    test_predicted = pipeline.predict(data.test.texts)
+    return ReferenceResult(
+        pipeline=pipeline,
+        val_accuracy=float(accuracy_score(data.val.labels, pipeline.predict(data.val.texts))),
+        test_accuracy=float(accuracy_score(data.test.labels, test_predicted)),
+        test_f1_macro=float(f1_score(data.test.labels, test_predicted, average="macro")),
+        fit_seconds=fit_seconds,
+        params=reference_params(settings),
+    )
+
+
+def reference_params(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as flat loggable params (n-gram ranges written "1-2")."""
+    return {
+        "model": "tfidf_word_char_logreg",
+        **{key: f"{value[0]}-{value[1]}" if isinstance(value, tuple) else value for key, value in settings.items()},
+    }
