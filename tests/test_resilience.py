@@ -77,11 +77,13 @@ def test_kill_9_then_the_same_command_finishes_the_budget(store, reviews_csv):
     assert client.get_run(parents.pop()).info.status == "FINISHED"
 
 
-def test_ctrl_c_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, reviews_csv):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, reviews_csv, stop):
+    """SIGTERM is what kill, timeout, docker stop and schedulers send: handled like Ctrl-C."""
     config = slow_sweep_file(store, reviews_csv, "interrupted")
     sweep = start_sweep(config, store)
     wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
-    sweep.send_signal(signal.SIGINT)
+    sweep.send_signal(stop)
     out, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 130
     assert "resume with the same command" in err and "Traceback" not in err
@@ -158,20 +160,6 @@ def test_a_sweep_in_which_no_trial_finished_ends_failed_with_the_reason(store, r
     assert sweep_run.info.status == "FAILED" and sweep_run.data.tags["textsweep.failure_reason"] == "no trial finished"
 
 
-def test_sigterm_ends_the_sweep_like_ctrl_c_and_says_how_to_resume(store, reviews_csv):
-    config = slow_sweep_file(store, reviews_csv, "terminated")
-    sweep = start_sweep(config, store)
-    wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "terminated")), sweep)
-    sweep.send_signal(signal.SIGTERM)
-    out, err = sweep.communicate(timeout=120)
-    assert sweep.returncode == 130
-    assert "resume with the same command" in err and "Traceback" not in err
-    runs = trial_runs(store, "terminated")
-    assert "RUNNING" not in [r.info.status for r in runs] and "KILLED" in [r.info.status for r in runs]
-    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
-    assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
-
-
 @pytest.mark.parametrize("existing_store", [False, True], ids=["new-store", "existing-store"])
 def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(store, reviews_csv, existing_store):
     if existing_store:  # the store and the experiment exist already
@@ -180,7 +168,7 @@ def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(stor
                               cwd=store, capture_output=True, timeout=600).returncode == 0
     config = slow_sweep_file(store, reviews_csv, "owned")
     first, second = start_sweep(config, store), start_sweep(config, store)  # started together
-    (out2, err2), (out1, err1) = second.communicate(timeout=600), first.communicate(timeout=600)
+    (_, err2), (_, err1) = second.communicate(timeout=600), first.communicate(timeout=600)
     outcomes = sorted([(first.returncode, err1), (second.returncode, err2)], key=lambda o: o[0])
     (winner_code, winner_err), (loser_code, loser_err) = outcomes
     assert winner_code == 0, winner_err[-2000:]

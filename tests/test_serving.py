@@ -1,15 +1,18 @@
-"""The served model: raw text in, label and probability out, in process and over HTTP."""
+"""The served model: raw text in, label and probabilities out, in process and over HTTP."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -18,10 +21,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
 from conftest import BIN, http_server, use_own_store, review_rows, write_sweep_file
-from textsweep.config import load_config
+from textsweep import serving
+from textsweep.config import DataConfig, TrainingParams, load_config
+from textsweep.data import prepare
 from textsweep.registry import promote
-from textsweep.serving import SIGNATURE, checking_texts, texts_of
+from textsweep.serving import SIGNATURE, TextClassifier, checking_texts, class_columns, classify, signature, texts_of
 from textsweep.jobs import sweep as run_sweep
+from textsweep.vocab import Vocabulary, encode_splits
 
 MODEL_NAME = "rt-served"
 CHAMPION = f"models:/{MODEL_NAME}@champion"
@@ -114,6 +120,148 @@ def test_importing_serving_does_not_load_tensorflow():
     assert result.stdout.split() == ["False", "False"], result.stderr[-2000:]
 
 
+# ---------------------------------------------------------------- classify, in process
+
+
+class RecordingModel:
+    """A stand-in Keras model: records the ids it is fed, answers fixed class probabilities."""
+
+    def __init__(self, probabilities):
+        self.probabilities = np.asarray(probabilities, dtype=np.float32)
+        self.output_shape = (None, self.probabilities.shape[-1])
+        self.fed = []
+
+    def predict(self, ids, verbose=0, batch_size=None):
+        self.fed.append(ids)
+        return np.repeat(self.probabilities[None, :], len(ids), axis=0)
+
+
+def test_class_columns_are_safe_names_in_class_order():
+    assert class_columns([0, 1]) == ["probability_0", "probability_1"]
+    assert class_columns(["imdb-negative", "very good!", "позитив", True]) == [
+        "probability_imdb-negative", "probability_very_good_", "probability_позитив", "probability_True"]
+    assert class_columns(["a b", "a_b", "c"]) == ["probability_a_b_0", "probability_a_b_1", "probability_c"]
+    assert class_columns([1, "1"]) == ["probability_1_0", "probability_1_1"]
+
+
+def test_signature_types_the_label_as_the_classes_are_typed():
+    def label_type(classes):
+        return signature(classes).outputs.input_dict()["label"].type.name
+
+    assert label_type([0, 1]) == "long" and label_type(["neg", "neu", "pos"]) == "string"
+    assert label_type([False, True]) == "boolean" and label_type([0.5, 1]) == "double" and label_type([0, "a"]) == "string"
+    assert signature(["neg", "neu", "pos"]).outputs.input_names() == [
+        "label", "probability", "probability_neg", "probability_neu", "probability_pos"]
+    assert signature([0, 1]).inputs == SIGNATURE.inputs
+
+
+def test_binary_answers_keep_probability_of_the_second_class_and_add_a_column_per_class():
+    vocabulary = Vocabulary(("good", "bad"), maxlen=4)  # classes (0, 1)
+    answer = classify(RecordingModel([0.3, 0.7]), vocabulary, ["good", "bad"])
+    assert list(answer.columns) == ["label", "probability", "probability_0", "probability_1"]
+    assert answer["label"].dtype == np.int64 and answer["label"].tolist() == [1, 1]
+    assert answer["probability"].tolist() == pytest.approx([0.7, 0.7])
+    sigmoid = classify(RecordingModel([0.2]), replace(vocabulary, classes=("neg", "pos")), ["good"])
+    assert sigmoid.iloc[0].to_dict() == {"label": "neg", "probability": pytest.approx(0.2),
+                                         "probability_neg": pytest.approx(0.8), "probability_pos": pytest.approx(0.2)}
+
+
+def test_multi_class_answers_the_predicted_class_and_its_probability():
+    vocabulary = Vocabulary(("good",), maxlen=3, classes=("negative", "neutral", "positive"), cleaning="unicode")
+    answer = classify(RecordingModel([0.1, 0.6, 0.3]), vocabulary, ["good", ""])
+    assert answer["label"].tolist() == ["neutral", "neutral"]
+    assert answer["probability"].tolist() == pytest.approx([0.6, 0.6])
+    assert answer[["probability_negative", "probability_neutral", "probability_positive"]].sum(axis=1).tolist() == pytest.approx([1, 1])
+    empty = classify(RecordingModel([0.1, 0.6, 0.3]), vocabulary, [])
+    assert len(empty) == 0 and list(empty.columns) == list(answer.columns)
+    with pytest.raises(MlflowException, match="2 outputs but its vocabulary lists 3 classes"):
+        classify(RecordingModel([0.4, 0.6]), vocabulary, ["good"])
+
+
+def test_texts_are_cleaned_with_the_vocabularys_mode_cyrillic_included():
+    words = ("отличный", "фильм", "скучный")
+    unicode, seed_a = (Vocabulary(words, maxlen=3, cleaning=mode) for mode in ("unicode", "seed_a"))
+    model = RecordingModel([0.5, 0.5])
+    classify(model, unicode, ["Отличный, ФИЛЬМ!!!", "Скучный…"])
+    assert model.fed[-1].tolist() == [[0, 1, 2], [0, 0, 3]]
+    classify(model, seed_a, ["Отличный, ФИЛЬМ!!!"])  # the notebook's rule keeps a-z only
+    assert model.fed[-1].tolist() == [[0, 0, 0]]
+
+
+# Short Russian reviews of three kinds, words varied, built in code.
+RUSSIAN = {
+    "негатив": ["ужасный", "скучный", "плохой", "отвратительный", "слабый", "провальный"],
+    "нейтрально": ["обычный", "средний", "нормальный", "простой", "типичный", "стандартный"],
+    "позитив": ["отличный", "прекрасный", "чудесный", "великолепный", "замечательный", "лучший"],
+}
+NOUNS = ["фильм", "сериал", "сюжет", "актёр", "финал", "спектакль", "роман", "мультфильм"]
+
+
+def russian_reviews(per_class: int, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for label, adjectives in RUSSIAN.items():
+        for _ in range(per_class):
+            first, second = rng.sample(adjectives, 2)
+            text = f"{first.capitalize()} {rng.choice(NOUNS)}, очень {second}{rng.choice(['!', '.', '!!!', ' :)'])}"
+            rows.append({"text": text, "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def russian_model():
+    """A tiny 3-class model trained in process on Russian texts with string labels (default cleaning)."""
+    from textsweep.model import build_model
+
+    prepared = prepare(russian_reviews(60), DataConfig(source="russian", test_size=0.2, val_size=0.1))
+    encoded = encode_splits(prepared)
+    params = TrainingParams(max_features=encoded.vocabulary.size, embed_dim=8, lstm_out=8, spatial_dropout=0,
+                            dropout=0, recurrent_dropout=0, learning_rate=0.02, batch_size=16, seed=3)
+    maxlen = encoded.resolve_maxlen(params.max_features, None)
+    model = build_model(params, len(prepared.classes))
+    model.fit(*encoded.arrays("train", params.max_features, maxlen), epochs=30, verbose=0)
+    return model, encoded.vocabulary.capped(params.max_features, maxlen)
+
+
+def test_a_trained_three_class_model_labels_raw_russian_text_with_the_users_labels(russian_model):
+    model, vocabulary = russian_model
+    assert vocabulary.classes == ("негатив", "нейтрально", "позитив") and vocabulary.cleaning == "unicode"
+    texts = ["ОТЛИЧНЫЙ фильм, просто ЧУДЕСНЫЙ!!!", "Ужасный, скучный сериал…", "Обычный сюжет, средний.", ""]
+    answer = classify(model, vocabulary, texts)
+    assert list(answer.columns) == ["label", "probability", "probability_негатив", "probability_нейтрально",
+                                    "probability_позитив"]
+    assert answer["label"].tolist()[:3] == ["позитив", "негатив", "нейтрально"]
+    per_class = answer.iloc[:, 2:].to_numpy()
+    assert per_class.sum(axis=1) == pytest.approx(np.ones(4), abs=1e-5)
+    assert answer["probability"].to_numpy() == pytest.approx(per_class.max(axis=1))
+
+
+def test_a_legacy_model_serves_exactly_as_before(tmp_path, russian_model):
+    """A vocabulary JSON without classes or cleaning (registered before they were kept): label 0/1,
+    P(1), seed A's cleaning, through the pyfunc's own loading, as MLflow loads it."""
+    import keras
+
+    words = ("good", "bad", "film")
+    binary = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(4, 4),
+                               keras.layers.LSTM(4), keras.layers.Dense(2, activation="softmax")])
+    binary.save(tmp_path / "model.keras")
+    legacy = {"format": "textsweep.vocabulary/1", "maxlen": 5, "words": list(words)}
+    (tmp_path / "vocabulary.json").write_text(json.dumps(legacy))
+    classifier = TextClassifier()
+    classifier.load_context(SimpleNamespace(artifacts={
+        serving.VOCABULARY_ARTIFACT: str(tmp_path / "vocabulary.json"),
+        serving.KERAS_MODEL_ARTIFACT: str(tmp_path / "model.keras"),
+    }))
+    texts = ["A GOOD film!", "bad", "", "Отличный фильм"]
+    answer = classifier.predict(None, pd.DataFrame({"text": texts}))
+    # what serving answered before classes were kept: seed A's cleaning, P(label 1), 0/1
+    ids = Vocabulary(words, 5).encode_padded(["a good film", "bad", "", " "])
+    before = binary.predict(ids, verbose=0)[:, 1].astype(np.float64)
+    assert list(answer.columns) == ["label", "probability"] and answer["label"].dtype == np.int64
+    assert answer["probability"].tolist() == pytest.approx(before.tolist())
+    assert answer["label"].tolist() == (before > 0.5).astype(int).tolist()
+
+
 # ---------------------------------------------------------------- a registered model
 
 
@@ -165,7 +313,8 @@ def test_loaded_model_labels_raw_text_including_the_empty_string(served):
     texts = ["Juda yaxshi ilova, menga yoqdi!", "", "Yomon!!! Ishlamayapti :("]
     for request_data in (pd.DataFrame({"text": texts}), pd.Series(texts, name="text")):
         predictions = model.predict(request_data)
-        assert list(predictions.columns) == ["label", "probability"] and len(predictions) == 3
+        assert list(predictions.columns) == ["label", "probability", "probability_0", "probability_1"]
+        assert len(predictions) == 3
         assert predictions["label"].isin([0, 1]).all() and predictions["probability"].between(0, 1).all()
     with pytest.raises(MlflowException, match="missing inputs \\['text'\\]"):
         model.predict(pd.DataFrame({"review": texts}))
@@ -193,7 +342,7 @@ def test_server_answers_raw_text_and_survives_malformed_requests(server):
     first = invoke(server, good)
     assert first.status_code == 200, first.text
     predictions = first.json()["predictions"]
-    assert len(predictions) == 2 and set(predictions[0]) == {"label", "probability"}
+    assert len(predictions) == 2 and set(predictions[0]) == {"label", "probability", "probability_0", "probability_1"}
     assert predictions[0]["label"] in (0, 1) and 0 <= predictions[0]["probability"] <= 1
 
     inputs = invoke(server, {"inputs": {"text": ["Juda yaxshi ilova", ""]}})
