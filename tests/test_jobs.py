@@ -139,3 +139,30 @@ def test_a_dict_config_is_validated_like_a_sweep_file():
         from textsweep.jobs import prepare_data, resolve_config
 
         prepare_data(resolve_config({"name": "x"}), data=[["text", 1]])
+
+
+def test_max_time_stops_the_sweep_within_an_epoch_finished_and_tagged_and_a_larger_budget_resumes(store):
+    import textsweep
+
+    config = TINY | {"name": "timed", "search": TINY["search"] | {"max_trials": 50, "max_time": "8s"}}
+    config["defaults"] = TINY["defaults"] | {"epochs": 40}  # one trial alone would take far longer than 8 s
+    data = review_rows(400, seed=5)
+    first = textsweep.sweep(config, data=data, quiet=True)
+    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    sweep_run = client.get_run(first.sweep_run_id)
+    assert sweep_run.info.status == "FINISHED" and first.stopped_by == "max_time"
+    assert sweep_run.data.tags["textsweep.stopped_by"] == "max_time"
+    deadline_ms = float(sweep_run.data.tags["textsweep.deadline"]) * 1000
+    trials = client.search_runs([first.experiment_id], "tags.`textsweep.kind` = 'trial'")
+    assert trials and {t.info.status for t in trials} == {"FINISHED"}  # the cut trial is recorded as finished
+    assert all(t.info.start_time <= deadline_ms for t in trials)  # no trial started after the budget
+    for trial in trials:
+        epochs = [m.timestamp for m in client.get_metric_history(trial.info.run_id, "val_accuracy")]
+        assert len(epochs) < 40  # cut short
+        longest_epoch = max([b - a for a, b in zip(epochs, epochs[1:])] or [10_000])
+        assert epochs[-1] <= deadline_ms + longest_epoch + 2_000  # stopped at the first epoch end after the deadline
+    assert len(first.leaderboard) == len(trials) and first.promote is not None
+
+    resumed = textsweep.sweep(config | {"search": config["search"] | {"max_time": "15s"}}, data=data, quiet=True)
+    assert resumed.resumed and resumed.sweep_run_id == first.sweep_run_id
+    assert len(resumed.leaderboard) > len(first.leaderboard)

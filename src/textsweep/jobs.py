@@ -30,6 +30,8 @@ from textsweep.errors import ConfigError, DataError, SweepError, TrackingError
 from textsweep.vocab import EncodedSplits, encode_splits
 
 DATAFRAME_SOURCE = "dataframe"  # data.source logged for a DataFrame passed to the API
+TAG_DEADLINE = "textsweep.deadline"  # the sweep's search.max_time as a Unix time, for its workers
+TAG_STOPPED_BY = "textsweep.stopped_by"  # what ended the search: `budget` (max_trials) or `max_time`
 ConfigLike = str | Path | Mapping | SweepConfig
 
 
@@ -266,6 +268,8 @@ def sweep_as_owner(
     from textsweep.tuning import check_resumable, discard_state, sweep_identity, write_state
 
     started = time.monotonic()
+    # search.max_time counts from this run's start: a rerun with a larger budget resumes
+    deadline = time.time() + config.search.max_time_seconds if config.search.max_time else None
     directory = tracking.tuner_directory(config.name)
     with sweep_owner_lock(directory, config.name, role):
         if restart:
@@ -294,14 +298,19 @@ def sweep_as_owner(
                     | {f"space.{name}": entry.model_dump_json(exclude_none=True) for name, entry in config.search.space.items()}
                 )
             context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
+            mlflow.set_tag(TAG_DEADLINE, "" if deadline is None else f"{deadline:.3f}")  # workers read it
             with consecutive_failures_as_sweep_error(config):
                 if role == "chief":
                     from textsweep.distributed import oracle_address
 
                     mlflow.set_tag("textsweep.oracle", oracle_address())
-                    serve_as_chief(client, config, directory, context, workers, data, quiet=quiet, stream=stream)
+                    tuner = serve_as_chief(client, config, directory, context, workers, data, deadline,
+                                           quiet=quiet, stream=stream)
                 else:
-                    search(config, directory, context, quiet=quiet, callbacks=callbacks, stream=stream)
+                    tuner = search(config, directory, context, quiet=quiet, callbacks=callbacks, stream=stream,
+                                   deadline=deadline)
+            stopped_by = "max_time" if tuner.stopped_by_time else None
+            mlflow.set_tag(TAG_STOPPED_BY, stopped_by or "budget")
             table = tracking.log_sweep_summary(client, config, experiment, sweep_run_id)
             if table.empty:
                 reason = "no trial finished"
@@ -312,13 +321,14 @@ def sweep_as_owner(
                 )
     return SweepResult(
         sweep_run_id, experiment, config.name, table, bool(resume_id), time.monotonic() - started, role,
-        config=config, data=data,
+        stopped_by=stopped_by, config=config, data=data,
     )
 
 
 def search(
     config: SweepConfig, directory: Path, context: tracking.TrialContext, *, quiet: bool = True,
     callbacks: Sequence[Any] = (), stream: Any = None, mixins: tuple[type, ...] = (), overwrite: bool = False,
+    deadline: float | None = None,
 ) -> Any:
     """KerasTuner's search loop in this process, every trial tracked as a nested MLflow run.
 
@@ -328,7 +338,7 @@ def search(
 
     tuner = build_tuner(
         config, directory, mixins=(*mixins, tracking.TrialTracking, ProgressReporting), overwrite=overwrite,
-        trial_context=context, quiet=quiet, stream=stream,
+        deadline=deadline, trial_context=context, quiet=quiet, stream=stream,
     )
     arguments = fit_arguments(config)
     arguments["callbacks"] = [*arguments["callbacks"], *callbacks]
@@ -415,13 +425,13 @@ def worker_sweep_file(directory: Path, config: SweepConfig, data: pd.DataFrame |
 
 def serve_as_chief(
     client: Any, config: SweepConfig, directory: Path, context: tracking.TrialContext, workers: int,
-    data: pd.DataFrame | None, *, quiet: bool, stream: Any,
-) -> None:
+    data: pd.DataFrame | None, deadline: float | None, *, quiet: bool, stream: Any,
+) -> Any:
     """Serve the oracle; with `workers`, start them here and hand a dead worker's trial to the others."""
     from textsweep.distributed import WorkerPool, serve_oracle
     from textsweep.tuning import build_tuner
 
-    tuner = build_tuner(config, directory)  # the chief runs no trial
+    tuner = build_tuner(config, directory, deadline=deadline)  # the chief runs no trial
     tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
     timeout = config.search.worker_timeout_seconds
     pool = None
@@ -450,6 +460,7 @@ def serve_as_chief(
 
     with pool if pool is not None else contextlib.nullcontext():
         serve_oracle(tuner, poll=requeue_lost_trials)
+    return tuner
 
 
 def chief_sweep_run(client: Any, experiment: str, timeout_s: float = 300) -> str:
@@ -483,7 +494,11 @@ def sweep_as_worker(
     print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: data ready, joining the sweep of chief {oracle_address()}",
           file=sys.stderr, flush=True)
     sweep_run_id = chief_sweep_run(client, experiment)
-    chief_fingerprint = client.get_run(sweep_run_id).data.params.get("data_fingerprint")
+    sweep_run = client.get_run(sweep_run_id)
+    chief_fingerprint = sweep_run.data.params.get("data_fingerprint")
+    # The chief's budget: its oracle starts no trial after it, and this worker's running trial
+    # stops at the end of its epoch.
+    deadline = float(sweep_run.data.tags[TAG_DEADLINE]) if sweep_run.data.tags.get(TAG_DEADLINE) else None
     if chief_fingerprint != prepared.fingerprint:
         raise ConfigError(
             f"this worker's data (fingerprint {prepared.fingerprint}) differs from the chief's ({chief_fingerprint}); "
@@ -491,7 +506,7 @@ def sweep_as_worker(
         )
     context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
     tuner = search(config, tracking.tuner_directory(config.name), context, quiet=quiet, callbacks=callbacks,
-                   stream=stream, mixins=(WorkerHeartbeat,))
+                   stream=stream, mixins=(WorkerHeartbeat,), deadline=deadline)
     return SweepResult(
         sweep_run_id, experiment, config.name, pd.DataFrame(), False, time.monotonic() - started,
         f"worker {tuner.tuner_id}", config=config,
