@@ -264,3 +264,47 @@ def test_a_state_file_from_before_settings_were_kept_still_resumes_and_refuses(t
     changed = config_for("random", space={"embed_dim": {"values": [8]}})
     with pytest.raises(ConfigError, match=r"different search space or defaults; resuming"):
         check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")
+
+
+@pytest.mark.parametrize("algorithm", ["random", "bayesian", "hyperband", "grid"])
+def test_every_sweep_s_first_trial_is_the_defaults_then_the_search_goes_on(tmp_path, algorithm):
+    config = parse_config({
+        "name": "t", "defaults": {"epochs": 2, "embed_dim": 24, "batch_size": 64, "dropout": 0.3},
+        "search": {"algorithm": algorithm, "max_trials": 4, "space": {
+            "embed_dim": {"min": 8, "max": 32, "step": 8}, "batch_size": {"values": [32, 64, 128]},
+            "dropout": {"min": 0.0, "max": 0.5, "step": 0.1}}},
+    })
+    oracle = build_tuner(config, tmp_path / "t").oracle
+    first = oracle.create_trial("tuner0")
+    searched = {k: v for k, v in first.hyperparameters.values.items() if not k.startswith("tuner/")}
+    assert searched == {"embed_dim": 24, "batch_size": 64, "dropout": pytest.approx(0.3)}
+    first.status = "COMPLETED"
+    oracle.update_trial(first.trial_id, {"val_accuracy": 0.5})
+    oracle.end_trial(first)
+    second = oracle.create_trial("tuner0")
+    assert second.status == "RUNNING"
+    assert {k: v for k, v in second.hyperparameters.values.items() if not k.startswith("tuner/")} != searched
+
+
+def test_a_default_outside_its_searched_values_is_added_and_said(tmp_path):
+    config = parse_config({
+        "name": "t", "defaults": {"embed_dim": 100, "max_features": 3000, "dropout": 0.7},
+        "search": {"space": {"embed_dim": {"min": 32, "max": 128, "step": 32}, "max_features": {"values": [1000, 2000]},
+                             "dropout": {"min": 0.1, "max": 0.5}}},
+    })
+    assert config.widened_space == {"embed_dim": 100, "max_features": 3000, "dropout": 0.7}
+    assert config.search.space["embed_dim"].values == [32, 64, 96, 100, 128]
+    assert config.search.space["max_features"].values == [1000, 2000, 3000]
+    assert (config.search.space["dropout"].min, config.search.space["dropout"].max) == (0.1, 0.7)
+    first = build_tuner(config, tmp_path / "t").oracle.create_trial("tuner0")
+    assert first.hyperparameters.values == {"embed_dim": 100, "max_features": 3000, "dropout": pytest.approx(0.7)}
+    from textsweep import cli
+
+    path = tmp_path / "wide.yaml"
+    path.write_text("name: wide\ndefaults: {embed_dim: 100}\nsearch:\n  space:\n    embed_dim: {min: 32, max: 128, step: 32}\n")
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["sweeps", "show", str(path)]) == 0
+    assert "# search.space.embed_dim was widened to hold its default 100" in out.getvalue()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from textsweep.errors import ConfigError
 
@@ -171,6 +171,20 @@ class SpaceEntry(_Section):
     def bounds(self) -> list[float]:
         return list(self.values) if self.values is not None else [self.min, self.max]
 
+    def including(self, value: float) -> SpaceEntry:
+        """This entry widened to hold `value` (the default, which every sweep runs as trial 0)."""
+        if self.values is not None:
+            return self if value in self.values else self.model_copy(update={"values": sorted([*self.values, value])})
+        if self.step is not None and self.sampling == "linear":
+            grid = [self.min + k * self.step for k in range(int((self.max - self.min) / self.step + 1e-9) + 1)]
+            if any(abs(point - value) < 1e-9 for point in grid):
+                return self
+            # Off the grid: KerasTuner's stepped ranges cannot hold it, a list of values can.
+            return SpaceEntry(values=sorted([*grid, value]))
+        if self.min <= value <= self.max:
+            return self
+        return self.model_copy(update={"min": min(self.min, value), "max": max(self.max, value)})
+
 
 class SearchConfig(_Section):
     algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "random"
@@ -255,6 +269,27 @@ class SweepConfig(_Section):
     defaults: TrainingParams = Field(default_factory=TrainingParams)
     search: SearchConfig = Field(default_factory=SearchConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    # Searched hyperparameters whose range was widened to hold their default: name -> default.
+    _widened: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space_holds_the_defaults(self) -> SweepConfig:
+        # Trial 0 of every sweep is `defaults` (the seed), so each searched range must hold its
+        # default; one that does not is widened, and `textsweep sweeps show` says so.
+        space, widened = dict(self.search.space), {}
+        for name, entry in self.search.space.items():
+            default = getattr(self.defaults, name)
+            if (wider := entry.including(default)) is not entry:
+                space[name], widened[name] = wider, default
+        if widened:
+            object.__setattr__(self.search, "space", space)  # the sections are frozen once validated
+            self._widened = widened
+        return self
+
+    @property
+    def widened_space(self) -> dict[str, float]:
+        return dict(self._widened)
 
     @model_validator(mode="after")
     def _space_values_are_valid_params(self) -> SweepConfig:

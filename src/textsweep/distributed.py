@@ -64,10 +64,22 @@ def _chief_servicer_class() -> type:
                 self.peers[context.peer()] = request.tuner_id
             self.last_heard[request.tuner_id] = time.monotonic()
             trial = self.oracle.create_trial(request.tuner_id)
+            if trial.status == TrialStatus.STOPPED and self._others_may_be_requeued(request.tuner_id):
+                # The budget is handed out, but another worker's trial may still come back (it dies or
+                # goes silent): keep this worker waiting for it instead of letting it leave.
+                self.oracle.tuner_ids.add(request.tuner_id)
+                time.sleep(1)
+                trial = kt.engine.trial.Trial(self.oracle.get_space(), status=TrialStatus.IDLE)
+                return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
             if trial.status == TrialStatus.STOPPED:
                 self.stop_triggered = True
                 self.stopped_tuners.add(request.tuner_id)
             return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+
+        def _others_may_be_requeued(self, tuner_id: str) -> bool:
+            if getattr(self.oracle, "stopped_by_time", False):  # search.max_time: no trial may start
+                return False
+            return any(other != tuner_id and other not in self.lost_tuners for other in self.oracle.ongoing_trials)
 
         def GetTrial(self, request: Any, context: Any) -> Any:
             # Workers ask for their trial after every epoch (WorkerHeartbeat): that is the heartbeat.

@@ -1,4 +1,4 @@
-"""The registered model: raw text in, label and probability out, as an MLflow pyfunc.
+"""The registered model: raw text in, label and probabilities out, as an MLflow pyfunc.
 
 Logged as a *model from code*: registry.py passes this very file as `python_model`, MLflow
 copies it into the model and runs it on load, and the `set_model` call at the bottom names the
@@ -63,7 +63,8 @@ DECISION_THRESHOLD = 0.5
 PROBABILITY_PREFIX = "probability_"
 INPUT_EXAMPLE = pd.DataFrame({TEXT_COLUMN: ["Juda yaxshi ilova, menga yoqdi", "Отличный фильм!", ""]})
 INPUT_SCHEMA = Schema([ColSpec("string", TEXT_COLUMN)])
-# What a model without saved classes answers (and the schema every version had before).
+# What a LEGACY model answers (the signature every version had before classes were kept);
+# `signature(classes)` is a model's own.
 SIGNATURE = ModelSignature(
     inputs=INPUT_SCHEMA, outputs=Schema([ColSpec("long", "label"), ColSpec("double", "probability")])
 )
@@ -261,8 +262,9 @@ class TextClassifier(PythonModel):
         self.keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
         _check_texts_in_scoring_server()
 
-    # `pd.DataFrame` is the hint MLflow infers no schema from: SIGNATURE is the schema, and with it
-    # MLflow hands over a DataFrame. Called directly, a list of strings works too.
+    # `pd.DataFrame` is the hint MLflow infers no schema from: the logged signature (`signature`,
+    # SIGNATURE for LEGACY models) is the schema, and with it MLflow hands over a DataFrame.
+    # Called directly, a list of strings works too.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return classify(self.keras_model, self.vocabulary, texts_of(model_input), per_class=self.per_class)
 

@@ -62,15 +62,35 @@ class WallClockBudget:
         return super().create_trial(tuner_id)
 
 
-class RandomSearchOracle(WallClockBudget, kt.oracles.RandomSearchOracle):
+class DefaultsFirst:
+    """Oracle mixin: a sweep's first trial is the sweep file's `defaults` (each hyperparameter's
+    default), so the leaderboard always holds the seed's own result and the search can only
+    improve on it.
+
+    Random search, Bayesian optimisation's initial points and Hyperband's new candidates all draw
+    through `_random_values`; KerasTuner's grid search already starts from the defaults.
+    """
+
+    def _random_values(self) -> dict[str, Any] | None:
+        if self.trials:  # only the very first trial (it is recorded after this call)
+            return super()._random_values()
+        defaults = kt.HyperParameters()
+        for hp in self.hyperparameters.space:
+            defaults.merge([hp])
+            if defaults.is_active(hp):
+                defaults.values[hp.name] = hp.default
+        return defaults.values
+
+
+class RandomSearchOracle(WallClockBudget, DefaultsFirst, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOptimizationOracle(WallClockBudget, kt.oracles.BayesianOptimizationOracle):
+class BayesianOptimizationOracle(WallClockBudget, DefaultsFirst, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(WallClockBudget, kt.oracles.HyperbandOracle):
+class HyperbandOracle(WallClockBudget, DefaultsFirst, kt.oracles.HyperbandOracle):
     pass
 
 
