@@ -103,6 +103,14 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, revi
     assert {t.data.tags["textsweep.tuner_id"] for t in trials} == {"tuner0"}
     swept = ("max_features", "embed_dim", "lstm_out", "dropout", "batch_size")
     assert len({tuple(t.data.params[p] for p in swept) for t in trials}) == 3  # distinct configurations
+    trial_0 = next(t for t in trials if t.data.tags["textsweep.trial_id"] == "0")
+    assert {p: trial_0.data.params[p] for p in swept} == {  # the sweep file's defaults come first
+        "max_features": "400", "embed_dim": "8", "lstm_out": "8", "dropout": "0.2", "batch_size": "64"}
+    references = [r for r in runs if r.data.tags.get("textsweep.kind") == "reference"]
+    assert len(references) == 1 and references[0].info.status == "FINISHED"
+    assert references[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert 0.5 < references[0].data.metrics["val_accuracy"] <= 1 and 0.5 < references[0].data.metrics["test_accuracy"] <= 1
+    assert "linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy" in result.stdout
     for trial in trials:
         run_id = trial.info.run_id
         assert trial.info.status == "FINISHED"
@@ -125,6 +133,7 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, revi
     runs_output = run([str(BIN / "textsweep"), "runs", "rt-sweep"], cwd=store,
                       MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
     assert runs_output.returncode == 0 and "3 finished trials" in runs_output.stdout
+    assert f"test_accuracy {references[0].data.metrics['test_accuracy']:.4f}; the best trial" in runs_output.stdout
     first_row = runs_output.stdout.splitlines()[2].split()
     assert first_row[:2] == [best.data.tags["textsweep.trial_id"], best.info.run_id]
 

@@ -69,6 +69,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not table.empty:
         print("top trials:")
         print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
+    print(jobs.versus_reference(best, result.reference))
+    if result.stopped_by == "max_time":
+        print(f"search.max_time ({config.search.max_time}) ended the search; rerun with a larger budget to resume")
     print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
     if config.search.promote:
         print(result.promote().summary())
@@ -101,10 +105,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from textsweep.tracking import sweep_leaderboard
 
+    from textsweep.jobs import versus_reference
+    from textsweep.tracking import connect, reference_run
+
     sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)
     print(f"sweep run {sweep.info.run_id} ({sweep.info.status}) of experiment {args.name!r}: {len(table)} finished trials")
     if not table.empty:
         print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    reference = reference_run(connect(), sweep.info.experiment_id, sweep.info.run_id)
+    best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
+    print(versus_reference(best, dict(reference.data.metrics) if reference else None))
     return 0
 
 

@@ -201,6 +201,9 @@ class SearchConfig(_Section):
     # A distributed worker that reports no epoch for this long loses its trial to another worker
     # (a local worker that dies loses it at once). Longer than one epoch of the slowest trial.
     worker_timeout: str = "30m"
+    # A TF-IDF word + character n-gram logistic regression fitted on the same training split,
+    # logged as one run in the sweep: what the LSTM trials have to beat.
+    reference: bool = True
 
     @field_validator("max_time", "worker_timeout", mode="before")
     @classmethod

@@ -125,6 +125,7 @@ class SweepResult:
     elapsed_s: float
     role: str = "single"
     stopped_by: str | None = None  # "max_time" when search.max_time ended the search
+    reference: dict[str, float] | None = None  # the linear reference's figures (search.reference)
     config: SweepConfig | None = field(default=None, repr=False)
     data: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -297,6 +298,7 @@ def sweep_as_owner(
                     }
                     | {f"space.{name}": entry.model_dump_json(exclude_none=True) for name, entry in config.search.space.items()}
                 )
+            reference = log_reference(client, config, prepared, experiment, sweep_run_id)
             context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
             mlflow.set_tag(TAG_DEADLINE, "" if deadline is None else f"{deadline:.3f}")  # workers read it
             with consecutive_failures_as_sweep_error(config):
@@ -321,8 +323,38 @@ def sweep_as_owner(
                 )
     return SweepResult(
         sweep_run_id, experiment, config.name, table, bool(resume_id), time.monotonic() - started, role,
-        stopped_by=stopped_by, config=config, data=data,
+        stopped_by=stopped_by, reference=reference, config=config, data=data,
     )
+
+
+def log_reference(client: Any, config: SweepConfig, prepared: PreparedData, experiment: str,
+                  sweep_run_id: str) -> dict[str, float] | None:
+    """The sweep's linear reference, fitted once (seconds) on the training split and logged as a
+    nested run: the figure the LSTM trials have to beat. A resumed sweep reuses its run."""
+    if not config.search.reference:
+        return None
+    if (existing := tracking.reference_run(client, experiment, sweep_run_id)) is not None:
+        return dict(existing.data.metrics)
+    from textsweep.reference import fit_reference
+
+    fitted = fit_reference(prepared)
+    metrics = {"val_accuracy": fitted.val_accuracy, "test_accuracy": fitted.test_accuracy,
+               "test_f1_macro": fitted.test_f1_macro, "fit_seconds": fitted.fit_seconds}
+    tracking.log_reference_run(experiment, sweep_run_id, metrics, fitted.params)
+    return metrics
+
+
+def versus_reference(best_val_accuracy: float | None, reference: dict[str, float] | None) -> str:
+    """One line: the best trial against the linear reference, on the validation split."""
+    if reference is None:
+        return "linear reference: none (search.reference: false, or a sweep from before it existed)"
+    line = (f"linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy "
+            f"{reference['val_accuracy']:.4f}, test_accuracy {reference['test_accuracy']:.4f}")
+    if best_val_accuracy is None:
+        return line
+    gap = best_val_accuracy - reference["val_accuracy"]
+    verdict = f"beats it by {gap:+.4f}" if gap > 0 else f"falls short of it by {-gap:.4f}"
+    return f"{line}; the best trial (val_accuracy {best_val_accuracy:.4f}) {verdict}"
 
 
 def search(

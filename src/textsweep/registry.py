@@ -32,6 +32,7 @@ version per trial and leave one holder per alias (`promotion_lock`, `register_on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import re
 import tempfile
@@ -60,6 +61,7 @@ from textsweep.tracking import (
     TOKENIZER_FILE,
     connect,
     leaderboard,
+    reference_run,
     redact,
     sqlite_path,
     tracking_uri,
@@ -126,10 +128,19 @@ class PromotionResult:
     gate_metric: str  # what the gate compared: registry.gate_metric
     champion: Champion | None  # the alias holder it was compared with (None: there was none)
     gate: str  # why the alias went where it went
+    reference_test_accuracy: float | None = None  # the sweep's linear reference, on the same test split
 
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model_name}@{self.alias}"
+
+    def versus_reference(self) -> str:
+        if self.reference_test_accuracy is None:
+            return "linear reference: none in this sweep (search.reference: false)"
+        gap = self.test_metrics["test_accuracy"] - self.reference_test_accuracy
+        verdict = f"beats it by {gap:+.4f}" if gap > 0 else f"does not beat it ({gap:+.4f})"
+        return (f"linear reference (TF-IDF + logistic regression) test_accuracy {self.reference_test_accuracy:.4f}: "
+                f"this model {verdict}")
 
     def summary(self) -> str:
         metrics = ", ".join(
@@ -144,6 +155,7 @@ class PromotionResult:
                 f"({self.trial.objective} {self.trial.score:.4f}), on {self.test_rows} test rows: {metrics}",
                 f"{registered} {self.model_name!r} version {self.version} (trial run {self.trial.run_id})",
                 f"alias @{self.alias} (gate: {self.gate_metric}): {self.gate}",
+                self.versus_reference(),
                 f"serve: mlflow models serve -m {self.model_uri} --env-manager local --host 127.0.0.1 -p 5001",
                 f'try:   textsweep predict --model {self.model_uri} "some text"',
             ]
@@ -558,7 +570,11 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None, data: Prepared
     trial = best_trial(client, sweep, config.search.objective)
     data = prepared_test_data(config, sweep, data)
     with promotion_lock(tracking_uri()):
-        return register_and_gate(client, config, trial, data)
+        result = register_and_gate(client, config, trial, data)
+    reference = reference_run(client, sweep.info.experiment_id, sweep.info.run_id)
+    if reference is not None:
+        result = dataclasses.replace(result, reference_test_accuracy=reference.data.metrics.get("test_accuracy"))
+    return result
 
 
 def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData) -> PromotionResult:

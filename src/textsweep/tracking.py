@@ -409,7 +409,7 @@ def leaderboard(client: MlflowClient, experiment: str, sweep_run_id: str, object
     """Every finished trial of the sweep, best first, from what MLflow stored."""
     runs = mlflow.search_runs(
         experiment_ids=[experiment],
-        filter_string=f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = 'trial' and attributes.status = 'FINISHED'",
         output_format="pandas",
     )
     metric = f"metrics.best_{objective}"
@@ -442,6 +442,22 @@ def log_sweep_summary(client: MlflowClient, config: SweepConfig, experiment: str
     if len(table) >= 3:
         mlflow.log_figure(plots.hyperparameter_importance(table, swept, f"best_{objective}"), "hyperparameter_importance.png")
     return table
+
+
+def log_reference_run(experiment: str, sweep_run_id: str, metrics: dict[str, float], params: dict[str, Any]) -> str:
+    """The sweep's linear reference: one nested run tagged `reference` (not a trial), with its figures."""
+    with mlflow.start_run(experiment_id=experiment, run_name="reference-tfidf-logreg", nested=True,
+                          parent_run_id=sweep_run_id, tags={TAG_KIND: "reference"}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+    return run.info.run_id
+
+
+def reference_run(client: MlflowClient, experiment: str, sweep_run_id: str) -> Any | None:
+    """The sweep's reference run, if it has one."""
+    runs = client.search_runs([experiment], f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = 'reference' "
+                                            "and attributes.status = 'FINISHED'", max_results=1)
+    return runs[0] if runs else None
 
 
 def find_sweep_runs(

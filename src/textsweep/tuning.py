@@ -234,7 +234,7 @@ def fit_arguments(config: SweepConfig) -> dict[str, Any]:
 
 # May change between runs of the same sweep: the budget (extend a sweep, in trials or time),
 # what happens at its end, and when it gives up.
-RESUMABLE_CHANGES = {"promote", "max_consecutive_failures", "max_trials", "max_time"}
+RESUMABLE_CHANGES = {"promote", "max_consecutive_failures", "max_trials", "max_time", "worker_timeout", "reference"}
 
 
 def _searched(config: SweepConfig) -> tuple[dict[str, Any], dict[str, Any]]:
