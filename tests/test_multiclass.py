@@ -67,7 +67,7 @@ def test_four_string_classes_sweep_promote_and_serve_their_labels(store):
     assert vocabulary["classes"] == FOUR_CLASSES and vocabulary["cleaning"] == "unicode"
 
     model = mlflow.pyfunc.load_model("models:/movies4-e2e@champion")
-    pass  # TEMP
+    assert model.metadata.get_output_schema() == signature(FOUR_CLASSES).outputs
     texts = ["A wonderful, moving film.", "Dull and far too long. " * 20, "", "Шедевр!"]
     predictions = model.predict(pd.DataFrame({"text": texts}))
     probabilities = class_columns(FOUR_CLASSES)
