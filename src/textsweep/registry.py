@@ -50,9 +50,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from textsweep import plots
+from textsweep import plots, serving
 from textsweep.config import CHALLENGER_ALIAS, SweepConfig
-from textsweep.data import PreparedData, clean_texts, load_data
+from textsweep.data import PreparedData, load_data
 from textsweep.errors import RegistryError
 from textsweep.tracking import (
     KERAS_MODEL_NAME,
@@ -303,17 +303,6 @@ def recorded_metrics(version: ModelVersion, gate_metric: str) -> dict[str, float
     return metrics
 
 
-def class_probabilities(keras_model: Any, vocabulary: Vocabulary, texts: list[str]) -> np.ndarray:
-    """P(class i) of each raw text (rows x classes), cleaned (the vocabulary's mode) and encoded as served.
-
-    A sigmoid model's one column P(1) becomes [1 - P(1), P(1)], so binary and multi-class models
-    are scored by one code path.
-    """
-    ids = vocabulary.encode_padded(clean_texts(texts, vocabulary.cleaning).tolist())
-    scores = np.asarray(keras_model.predict(ids, verbose=0, batch_size=512), dtype=np.float64)
-    return np.column_stack([1.0 - scores[:, 0], scores[:, 0]]) if scores.shape[-1] == 1 else scores
-
-
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
     """The most probable class of each row; binary: 1 when P(1) > 0.5, as serving and Keras decide."""
     return np.argmax(probabilities, axis=1)  # a 0.5/0.5 tie goes to class 0, as P(1) > 0.5 does
@@ -383,7 +372,8 @@ def evaluate_trial(trial: TrialChoice, data: PreparedData) -> Evaluation:
     """The trial's Keras model and vocabulary, scored on the raw test texts as they will be served."""
     keras_model = trial_keras_model(trial)
     vocabulary_json = trial_vocabulary(trial)
-    probabilities = class_probabilities(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)
+    # Raw test texts through the serving code: what is measured is what will be served.
+    probabilities = serving.class_probabilities(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)
     return Evaluation(keras_model, vocabulary_json, probabilities, evaluation_metrics(data.test.labels, probabilities))
 
 
@@ -398,7 +388,9 @@ def champion_on_split(
     uri = f"models:/{model_name}/{version}"
     try:
         predictions = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": data.test.texts}))
-        score = gate_score(metric, data.test.labels, np.asarray(predictions["label"]), len(data.classes))
+        # The served label is the user's own value: back to class indices, as `data.test.labels` holds
+        predicted = pd.Index(list(data.classes)).get_indexer(list(predictions["label"]))
+        score = gate_score(metric, data.test.labels, predicted, len(data.classes))
     except Exception as exc:  # any model can hold the alias; say which one cannot be compared
         raise RegistryError(
             f"the current champion {uri} was registered from other data and cannot be re-evaluated on "
@@ -426,7 +418,6 @@ def gate_outcome(metric: str, candidate: float, champion: Champion | None) -> tu
 def log_pyfunc_model(keras_model: Any, vocabulary_json: str, workdir: Path) -> Any:
     """Log the trial as the served pyfunc model (serving.py, from code) in the trial's run."""
     import textsweep
-    from textsweep import serving
 
     keras_path = workdir / "model.keras"
     keras_model.save(keras_path)
@@ -437,7 +428,7 @@ def log_pyfunc_model(keras_model: Any, vocabulary_json: str, workdir: Path) -> A
         python_model=serving.__file__,  # a model from code: MLflow runs the file, nothing is pickled
         code_paths=[str(Path(textsweep.__file__).parent)],  # the cleaning and vocabulary it imports
         artifacts={serving.VOCABULARY_ARTIFACT: str(vocabulary_path), serving.KERAS_MODEL_ARTIFACT: str(keras_path)},
-        signature=serving.SIGNATURE,
+        signature=serving.signature(Vocabulary.from_json(vocabulary_json).classes),
         input_example=serving.INPUT_EXAMPLE,
         pip_requirements=serving.pip_requirements(),
     )

@@ -19,6 +19,7 @@ the launcher run pointing there, so every result lives where the sweep file says
 from __future__ import annotations
 
 import fcntl
+import json
 import functools
 import os
 import platform
@@ -269,10 +270,15 @@ def model_pip_requirements() -> list[str]:
     return [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
 
 
-def log_params(params: TrainingParams, maxlen: int) -> None:
+def log_params(params: TrainingParams, maxlen: int, encoded: EncodedSplits, searched_max_features: int | None = None) -> None:
+    """Every training param, the padded length and kernel actually used, and the caps that applied."""
     from textsweep.model import lstm_kernel
 
     values = params.model_dump() | {"maxlen_effective": maxlen, "lstm_kernel": lstm_kernel(params, bool(gpu_names()))}
+    if params.maxlen is None:  # derived from the data: the longest text, capped (vocab.resolve_maxlen)
+        values["maxlen_longest"] = encoded.longest(params.max_features)
+    if searched_max_features is not None and searched_max_features != params.max_features:
+        values["max_features_searched"] = searched_max_features  # capped to the vocabulary's size
     mlflow.log_params(values)
 
 
@@ -281,7 +287,8 @@ def log_dataset(data: PreparedData, name: str) -> None:
     for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
         dataset = mlflow.data.from_pandas(data.frame(split), source=data.source, name=f"{name}-{split}", targets="label")
         mlflow.log_input(dataset, context=context)
-    mlflow.log_params({"data_fingerprint": data.fingerprint, "data_source": data.source} | {f"data_{k}": v for k, v in data.stats.items()})
+    mlflow.log_params({"data_fingerprint": data.fingerprint, "data_source": data.source, "data_classes": json.dumps(list(data.classes)),
+                       "data_cleaning": data.cleaning} | {f"data_{k}": v for k, v in data.stats.items()})
 
 
 def log_vocabulary(encoded: EncodedSplits, params: TrainingParams, maxlen: int) -> None:
@@ -361,7 +368,7 @@ class TrialTracking:
             log_system_metrics=True,
             tags={TAG_TRIAL: trial.trial_id, TAG_TUNER: self.tuner_id, TAG_KIND: "trial", **environment_tags()},
         )
-        log_params(params, maxlen)
+        log_params(params, maxlen, context.encoded, trial.hyperparameters.values.get("max_features"))
         searched = {k: v for k, v in trial.hyperparameters.values.items() if k.startswith("tuner/")}
         if searched:  # Hyperband's bracket bookkeeping
             mlflow.log_params({k.replace("/", "_"): v for k, v in searched.items()})
