@@ -81,8 +81,9 @@ def test_hp_mapping_declares_only_the_searched_params_and_keeps_defaults():
     declared = {p.name: type(p).__name__ for p in hp.space}
     assert declared == {"max_features": "Choice", "embed_dim": "Int", "dropout": "Float", "batch_size": "Int"}
     assert hp.space[3].sampling == "log"
-    # first values of a fresh HyperParameters are the defaults of each declaration
-    assert (params.max_features, params.embed_dim, params.dropout, params.batch_size) == (1000, 32, 0.0, 16)
+    # the declarations' defaults are the sweep file's defaults: trial 0 of every sweep, grid's start
+    assert [p.default for p in hp.space] == [2000, 128, 0.2, 32]
+    assert (params.max_features, params.embed_dim, params.dropout, params.batch_size) == (2000, 128, 0.2, 32)
     assert (params.lstm_out, params.spatial_dropout, params.recurrent_dropout, params.epochs) == (196, 0.4, 0.2, 7)
 
 

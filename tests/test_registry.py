@@ -23,13 +23,13 @@ from textsweep.errors import RegistryError
 from textsweep import registry as registry_module
 from textsweep.registry import (
     champion_on_split,
-    class_probabilities,
     evaluation_metrics,
     gate_outcome,
     gate_score,
     promote,
     register_once,
 )
+from textsweep.serving import class_probabilities
 from textsweep.vocab import Vocabulary
 from textsweep.jobs import sweep as run_sweep
 

@@ -23,7 +23,7 @@ TINY = {"max_features": 300, "embed_dim": 4, "lstm_out": 4, "batch_size": 64, "r
 
 
 def config_for(algorithm, **search):
-    return parse_config({"name": "t", "defaults": {"epochs": 4}, "search": {"algorithm": algorithm, "max_trials": 5, "space": SPACE} | search})
+    return parse_config({"name": "t", "defaults": {"epochs": 4, "embed_dim": 8, "batch_size": 32}, "search": {"algorithm": algorithm, "max_trials": 5, "space": SPACE} | search})
 
 
 def tiny_config(algorithm="random", epochs=2, **search):
@@ -197,7 +197,7 @@ def test_progress_in_a_pipe_is_one_line_per_trial(tmp_path, encoded):
     tuner.search(encoded, **fit_arguments(config))
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue() and len(lines) == 3
-    assert lines[0].startswith("trial 1/3 lstm_out=2 | done val_accuracy ") and "| best val_accuracy " in lines[0]
+    assert lines[0].startswith("trial 1/3 lstm_out=4 | done val_accuracy ") and "| best val_accuracy " in lines[0]  # trial 0: the defaults
     assert "ETA" in lines[0] and "ETA" not in lines[2]
 
 
@@ -242,7 +242,7 @@ def test_resume_refuses_a_changed_space_or_data(tmp_path):
 
 def test_the_refusal_names_each_changed_setting_with_old_and_new_values(tmp_path):
     write_state(tmp_path, sweep_identity(config_for("random"), "fp1") | {"sweep_run_id": "abc"})
-    changed = parse_config({"name": "t", "defaults": {"epochs": 6, "dropout": 0.3},
+    changed = parse_config({"name": "t", "defaults": {"epochs": 6, "dropout": 0.3, "embed_dim": 8, "lstm_out": 4},
                             "search": {"algorithm": "bayesian", "max_trials": 5,
                                        "space": {"embed_dim": {"min": 8, "max": 64, "step": 8}, "lstm_out": {"values": [4, 8]}}}})
     with pytest.raises(ConfigError) as refused:
@@ -253,6 +253,7 @@ def test_the_refusal_names_each_changed_setting_with_old_and_new_values(tmp_path
     assert 'search.space.lstm_out: not searched -> {"values": [4.0, 8.0]}' in message
     assert 'search.algorithm: "random" (default) -> "bayesian"' in message
     assert "defaults.epochs: 4 -> 6" in message and "defaults.dropout: 0.2 (default) -> 0.3" in message
+    assert "defaults.lstm_out: 196 (default) -> 4" in message
     assert "--restart" in message
 
 
