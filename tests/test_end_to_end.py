@@ -134,7 +134,10 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, revi
                       MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
     assert runs_output.returncode == 0 and "3 finished trials" in runs_output.stdout
     assert f"test_accuracy {references[0].data.metrics['test_accuracy']:.4f}; the best trial" in runs_output.stdout
-    first_row = runs_output.stdout.splitlines()[2].split()
+    lines = runs_output.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["trial_id", "run_id"])
+    first_row = lines[header + 1].split()
+    assert "classes (label names, in output order): [0, 1]" in runs_output.stdout
     assert first_row[:2] == [best.data.tags["textsweep.trial_id"], best.info.run_id]
 
 

@@ -36,7 +36,7 @@ from textsweep.jobs import sweep as run_sweep
 MODEL_NAME = "rt-tiny"
 # A model that can learn in two epochs on 400 reviews, and one that cannot: a vocabulary of one
 # word and a crawling learning rate leave it near chance.
-GOOD = {"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 2,
+GOOD = {"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 2, "maxlen": 40,
         "recurrent_dropout": 0.0, "output": "sigmoid", "learning_rate": 0.01}
 HOPELESS = GOOD | {"max_features": 2, "embed_dim": 1, "lstm_out": 1, "epochs": 1, "learning_rate": 1e-5}
 
@@ -70,7 +70,10 @@ def registry(tmp_path_factory) -> Registry:
     directory = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as patch:
         use_own_store(patch, directory)
-        review_rows(400).to_csv(directory / "reviews.csv", index=False)
+        # Which site a real review comes from (1: IMDB, 0: Rotten Tomatoes): learnable in two epochs
+        # (~0.98 test accuracy), so the good and the hopeless model are far apart on every machine.
+        site = pd.concat([review_rows(200, source="imdb").assign(label=1), review_rows(200).assign(label=0)])
+        site.sample(frac=1, random_state=0).to_csv(directory / "reviews.csv", index=False)
         good_file = sweep_file(directory, "rt-good", GOOD, trials=2)
         good = load_config(good_file)
         sweep = run_sweep(good, quiet=True)
@@ -131,7 +134,7 @@ def test_test_evaluation_is_logged_to_the_trial_run(registry, first_promotion):
 def test_champion_serves_raw_text_as_it_was_evaluated(registry, first_promotion):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
     predictions = model.predict(pd.DataFrame({"text": ["Juda yaxshi ilova, menga yoqdi!", "", "Yomon, ishlamayapti"]}))
-    assert list(predictions.columns) == ["label", "probability"] and len(predictions) == 3
+    assert list(predictions.columns) == ["label", "probability", "probability_0", "probability_1"] and len(predictions) == 3
     assert set(predictions["label"]) <= {0, 1}
     assert predictions["probability"].between(0, 1).all()
     assert ((predictions["probability"] > 0.5).astype(int) == predictions["label"]).all()

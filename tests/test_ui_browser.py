@@ -165,7 +165,9 @@ def test_the_ui_shows_nested_trials_their_artifacts_and_the_champion(sweep, serv
 
     # a. the experiment's URL opens on its runs (a model-training experiment, not the GenAI
     # overview) with no view toggle clicked; the sweep run expands to a nested run per trial
-    driver.get(f"{server}/#/experiments/{sweep['experiment_id']}")
+    from textsweep.tracking import experiment_url
+
+    driver.get(experiment_url(server, sweep["experiment_id"]))  # the link `textsweep sweep` prints
     wait_for(driver, NAME, f"{NAME}-sweep", "matching runs")
     close_assistant(driver)
     trials = ("trial-0", "trial-1", "trial-2")

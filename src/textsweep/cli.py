@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = jobs.train(config)
     print(f"training run {result.run_id} in experiment {config.name!r}: test_accuracy {result.metrics['test_accuracy']:.4f}")
-    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
+    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri(), result.experiment_id)}")
     return 0
 
 
@@ -73,7 +73,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(jobs.versus_reference(best, result.reference))
     if result.stopped_by == "max_time":
         print(f"search.max_time ({config.search.max_time}) ended the search; rerun with a larger budget to resume")
-    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri())}")
+    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri(), result.experiment_id)}")
     if config.search.promote:
         print(result.promote().summary())
     return 0 if not table.empty else 1

@@ -68,10 +68,26 @@ def redact(uri: str) -> str:
     return uri
 
 
-def ui_command(uri: str) -> str:
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def experiment_url(ui: str, experiment: str) -> str:
+    """The experiment's runs in the MLflow UI at `ui`.
+
+    The experiments carry MLflow's model-training kind tag, but MLflow 3.17.2's UI, in a browser
+    that has not chosen a view yet, still opens a bare experiment URL on its GenAI overview
+    (checked in headless Chromium); the UI's own `workflowType` parameter opens the runs.
+    """
+    return f"{ui.rstrip('/')}/#/experiments/{experiment}?workflowType=machine_learning"
+
+
+def ui_command(uri: str, experiment: str | None = None) -> str:
+    """How to browse the store: the command that starts the UI, then the experiment's page."""
     if uri.startswith(("http://", "https://")):
-        return f"open {redact(uri)} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        server = redact(uri)
+        return f"open {experiment_url(server, experiment) if experiment else server} in a browser"
+    command = f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"{command}, then open {experiment_url(LOCAL_UI, experiment)}" if experiment else command
 
 
 # The database drivers SQLAlchemy loads for MLflow's stores, by module, and the package to install.
