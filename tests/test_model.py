@@ -115,3 +115,20 @@ def test_trial_params_are_resolved_once_per_trial_and_fresh_hp_still_gets_declar
         hp.values["batch_size"] = 16 + size
         hypermodel.params(hp)
     assert len(hypermodel._resolved) <= LstmHyperModel.RESOLVED_KEPT
+
+
+def test_learning_rate_and_a_bidirectional_lstm_are_searchable():
+    space = {"learning_rate": SpaceEntry(min=1e-4, max=1e-2, sampling="log"), "bidirectional": SpaceEntry(values=[0, 1])}
+    hp = kt.HyperParameters()
+    params = params_from_hp(hp, TrainingParams(), space)
+    declared = {p.name: type(p).__name__ for p in hp.space}
+    assert declared == {"learning_rate": "Float", "bidirectional": "Boolean"} and hp.space[0].sampling == "log"
+    assert (params.learning_rate, params.bidirectional) == (0.001, False)  # the defaults: trial 0
+    hp.values.update({"learning_rate": 0.005, "bidirectional": True})
+    params = params_from_hp(hp, TrainingParams(), space)
+    assert (params.learning_rate, params.bidirectional) == (0.005, True)
+    model = build_model(params)
+    assert type(model.layers[2]).__name__ == "Bidirectional"
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.005)
+    # twice the LSTM's weights: seed A's LSTM(196) over 128 inputs, both ways
+    assert model.count_params() == 2000 * 128 + 2 * 4 * (196 * (128 + 196) + 196) + (2 * 196 + 1) * 2

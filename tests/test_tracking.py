@@ -71,7 +71,8 @@ def fake_sweep_with_trials(client: MlflowClient, experiment: str) -> str:
         run = client.create_run(experiment, tags={"mlflow.parentRunId": sweep.info.run_id, "textsweep.trial_id": trial_id,
                                                   "textsweep.tuner_id": "tuner0", "textsweep.kind": "trial"})
         for name, value in {"max_features": 100, "embed_dim": 8, "lstm_out": 4, "spatial_dropout": 0.4, "dropout": 0.1,
-                            "recurrent_dropout": 0.0, "batch_size": 32}.items():
+                            "recurrent_dropout": 0.0, "batch_size": 32, "learning_rate": 0.001,
+                            "bidirectional": trial_id == "1"}.items():
             client.log_param(run.info.run_id, name, value)
         if score is not None:
             client.log_metric(run.info.run_id, "best_val_accuracy", score)
@@ -88,6 +89,7 @@ def test_leaderboard_and_the_one_way_to_find_sweep_runs(tmp_path, monkeypatch):
     table = tracking.leaderboard(client, experiment, sweep_run_id, "val_accuracy")
     assert table["trial_id"].tolist() == ["1", "0"]  # finished trials only, best first
     assert table["best_val_accuracy"].tolist() == [0.8, 0.7]
+    assert table["bidirectional"].tolist() == [True, False] and table["learning_rate"].tolist() == [0.001, 0.001]
     assert [r.info.run_id for r in tracking.find_sweep_runs(client, experiment, status="RUNNING")] == [sweep_run_id]
     assert tracking.find_sweep_runs(client, experiment, status="FINISHED") == []
     sweep, board = tracking.sweep_leaderboard("board")

@@ -25,6 +25,8 @@ SWEPT_PARAMS = (
     "dropout",
     "recurrent_dropout",
     "batch_size",
+    "learning_rate",  # Adam's; search it with sampling: log
+    "bidirectional",  # {values: [false, true]}
 )
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 
@@ -131,7 +133,10 @@ class TrainingParams(_Section):
     length_buckets: bool = False
     # Seed A: Dense(2, softmax); seed B: Dense(1, sigmoid).
     output: Literal["softmax", "sigmoid"] = "softmax"
-    learning_rate: float = Field(default=0.001, gt=0)
+    learning_rate: float = Field(default=0.001, gt=0, lt=1)
+    # Keras' Bidirectional wrapper around the same LSTM: it reads each text both ways (twice the
+    # LSTM's weights and time); the seeds are unidirectional.
+    bidirectional: bool = False
     mixed_precision: bool = False
     seed: int = 42
 
@@ -353,7 +358,10 @@ def params_with(defaults: TrainingParams, overrides: dict[str, Any]) -> Training
     """`defaults` with some values replaced, validated; integer params are cast from floats."""
     values = defaults.model_dump()
     for name, value in overrides.items():
-        integer = isinstance(values[name], int) and not isinstance(values[name], bool)
+        if isinstance(values[name], bool):  # searched as {values: [false, true]}, i.e. 0.0 / 1.0
+            values[name] = bool(value)
+            continue
+        integer = isinstance(values[name], int)
         values[name] = int(round(value)) if integer and value is not None else value
     return TrainingParams.model_validate(values)
 

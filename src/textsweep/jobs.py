@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from textsweep import tracking
-from textsweep.config import SWEPT_PARAMS, SweepConfig, load_config, params_with, parse_config
+from textsweep.config import SweepConfig, load_config, params_with, parse_config
 from textsweep.data import PreparedData, load_data, prepare
 from textsweep.errors import ConfigError, DataError, SweepError, TrackingError
 from textsweep.vocab import EncodedSplits, encode_splits
@@ -139,7 +139,7 @@ class SweepResult:
         if self.leaderboard.empty or self.config is None:
             return {}
         best = self.leaderboard.iloc[0]
-        return params_with(self.config.defaults, {name: best[name] for name in SWEPT_PARAMS}).model_dump()
+        return params_with(self.config.defaults, {name: best[name] for name in self.config.search.space}).model_dump()
 
     def best_model(self) -> RawTextModel:
         """The best trial's model, usable on raw text before any promotion."""

@@ -42,9 +42,8 @@ def build_model(params: TrainingParams, num_classes: int = 2) -> keras.Model:
     ]
     if params.spatial_dropout > 0:
         layers.append(keras.layers.SpatialDropout1D(params.spatial_dropout))
-    layers.append(
-        keras.layers.LSTM(params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout)
-    )
+    lstm = keras.layers.LSTM(params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout)
+    layers.append(keras.layers.Bidirectional(lstm) if params.bidirectional else lstm)
     if params.output == "softmax":
         # Integer labels with sparse cross-entropy: the same loss as seed A's one-hot
         # categorical_crossentropy, without materialising one-hot arrays.
@@ -85,6 +84,8 @@ def declare_hyperparameter(hp: kt.HyperParameters, name: str, entry: SpaceEntry,
     defaults, and textsweep's other oracles run them as trial 0 (config.py widens a range that
     does not hold its default).
     """
+    if isinstance(default, bool):
+        return hp.Boolean(name, default=default)
     if entry.values is not None:
         values = [int(v) for v in entry.values] if integer else list(entry.values)
         return hp.Choice(name, values, default=int(default) if integer else default)
@@ -97,7 +98,7 @@ def declare_hyperparameter(hp: kt.HyperParameters, name: str, entry: SpaceEntry,
 
 def params_from_hp(hp: kt.HyperParameters, defaults: TrainingParams, space: dict[str, SpaceEntry]) -> TrainingParams:
     """The trial's full params: searched values from `hp`, everything else from `defaults`."""
-    integer_params = {name for name in SWEPT_PARAMS if isinstance(getattr(defaults, name), int)}
+    integer_params = {name for name in SWEPT_PARAMS if type(getattr(defaults, name)) is int}
     searched = {
         name: declare_hyperparameter(hp, name, entry, name in integer_params, getattr(defaults, name))
         for name, entry in space.items()

@@ -428,6 +428,16 @@ class TrialTracking:
         log_keras_model(model)
 
 
+def param_column(runs: pd.DataFrame, name: str) -> pd.Series:
+    """A swept param of every run as numbers (booleans as True/False); missing in runs from before it existed."""
+    column = runs.get(f"params.{name}")
+    if column is None:
+        return pd.Series([None] * len(runs), index=runs.index, dtype="object")
+    if column.isin(["True", "False"]).all():
+        return column == "True"
+    return pd.to_numeric(column)
+
+
 def leaderboard(client: MlflowClient, experiment: str, sweep_run_id: str, objective: str) -> pd.DataFrame:
     """Every finished trial of the sweep, best first, from what MLflow stored."""
     runs = mlflow.search_runs(
@@ -443,7 +453,7 @@ def leaderboard(client: MlflowClient, experiment: str, sweep_run_id: str, object
             "trial_id": runs[f"tags.{TAG_TRIAL}"],
             "run_id": runs["run_id"],
             f"best_{objective}": runs[metric],
-            **{name: pd.to_numeric(runs[f"params.{name}"]) for name in SWEPT_PARAMS},
+            **{name: param_column(runs, name) for name in SWEPT_PARAMS},
             "tuner_id": runs[f"tags.{TAG_TUNER}"],
         }
     )
