@@ -9,11 +9,14 @@ import tempfile
 from pathlib import Path
 
 # The Uzbek set beside the project (../shared/data), never copied into it; IMDB ships with a package.
+# TEXTSWEEP_BENCH_DATA names the CSV where the checkout is elsewhere (a git worktree, say).
 UZ_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment_uz.csv"
 
 
 def data_source() -> str:
-    """Seed A's Uzbek reviews when present, else the embedded IMDB reviews."""
+    """TEXTSWEEP_BENCH_DATA if set, else seed A's Uzbek reviews when present, else the embedded IMDB reviews."""
+    if os.environ.get("TEXTSWEEP_BENCH_DATA"):
+        return os.environ["TEXTSWEEP_BENCH_DATA"]
     return str(UZ_CSV) if UZ_CSV.is_file() else "imdb"
 
 

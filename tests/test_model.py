@@ -64,7 +64,54 @@ def test_build_is_seeded():
 def test_lstm_kernel_choice():
     assert lstm_kernel(TrainingParams(recurrent_dropout=0.2), gpu=True) == "generic"
     assert lstm_kernel(TrainingParams(recurrent_dropout=0.0), gpu=False) == "fused"
-    assert lstm_kernel(TrainingParams(recurrent_dropout=0.0), gpu=True) == "cudnn"
+    # cuDNN takes right-padded masks only: a masked (pre-padded) model keeps the step loop on a GPU
+    assert lstm_kernel(TrainingParams(recurrent_dropout=0.0), gpu=True) == "fused"
+    assert lstm_kernel(TrainingParams(recurrent_dropout=0.0, length_buckets=False), gpu=True) == "cudnn"
+
+
+def test_default_params_bucket_and_mask_and_false_is_seed_a_unmasked():
+    assert TrainingParams().length_buckets is True
+    masked, seed_a = build_model(TrainingParams()), build_model(TrainingParams(length_buckets=False))
+    assert masked.layers[0].mask_zero and masked.layers[2].use_cudnn is False
+    assert not seed_a.layers[0].mask_zero and seed_a.layers[2].use_cudnn == "auto"
+    assert masked.count_params() == seed_a.count_params() == 511_194  # a mask adds no weights
+
+
+def test_a_texts_probabilities_do_not_depend_on_how_far_it_is_padded():
+    """Alone padded to its own length (a length bucket), or among longer texts padded to maxlen
+    (validation, test), or through serving: the same probabilities, for the default params."""
+    from textsweep.config import DataConfig
+    from textsweep.data import prepare
+    from textsweep.model import fit_model
+    from textsweep.serving import class_probabilities
+    from textsweep.vocab import cap_ids, encode_splits, pad
+    from conftest import review_rows
+
+    data = prepare(review_rows(600), DataConfig(source="mem"))
+    encoded = encode_splits(data)
+    params = TrainingParams(max_features=300, embed_dim=8, lstm_out=8, epochs=2)  # seed A's settings, tiny
+    model = build_model(params)
+    fit_model(model, params, encoded)
+    maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
+    in_batch = model.predict(encoded.arrays("val", params.max_features, maxlen)[0], verbose=0)
+    sequences = cap_ids(encoded.val, params.max_features)
+    short = [i for i, seq in enumerate(sequences) if 0 < len(seq) < maxlen // 2][:8]
+    assert short  # texts under half of maxlen, in a batch padded to maxlen (the longest text's length)
+    for i in short:
+        alone = model.predict(pad([sequences[i]], len(sequences[i])), verbose=0)
+        np.testing.assert_allclose(alone[0], in_batch[i], atol=1e-5)
+
+    vocabulary = encoded.vocabulary.capped(params.max_features, maxlen)
+    texts = data.val.texts
+    served_alone = np.vstack([class_probabilities(model, vocabulary, [texts[i]]) for i in short])
+    np.testing.assert_allclose(served_alone, class_probabilities(model, vocabulary, texts)[short], atol=1e-5)
+    np.testing.assert_allclose(served_alone, in_batch[short], atol=1e-5)
+
+    # The seed-exact unmasked model (length_buckets: false) does see the padding.
+    unmasked = build_model(params.model_copy(update={"length_buckets": False}))
+    i = short[0]
+    assert not np.allclose(unmasked.predict(pad([sequences[i]], len(sequences[i])), verbose=0)[0],
+                           unmasked.predict(pad([sequences[i]], maxlen), verbose=0)[0], atol=1e-5)
 
 
 SPACE = {

@@ -127,10 +127,12 @@ class TrainingParams(_Section):
     # percentile of the training lengths, so one huge text does not pad every text to its length
     # (vocab.EncodedSplits.resolve_maxlen). An explicit maxlen is used as given, above the cap too.
     maxlen: int | None = Field(default=None, ge=1)
-    # Batch texts of similar length and pad each batch only to its longest text (maxlen still
-    # caps it): ~2-3x faster training on short texts. Off by default: seed A pads every text to
-    # maxlen without masking, so this changes what the LSTM sees (BENCHMARKS.md has both).
-    length_buckets: bool = False
+    # Batch texts of similar length, pad each batch only to its longest text (maxlen still caps
+    # it) and mask the padding (Embedding mask_zero), so the LSTM skips the leading zeros: ~2.5x
+    # faster training on short texts, and a text's prediction no longer depends on how far it was
+    # padded. false is seed A's exact computation: every batch padded to maxlen, no mask (and
+    # cuDNN on a GPU with recurrent_dropout 0). BENCHMARKS.md sections 1 and 1b have both.
+    length_buckets: bool = True
     # Seed A: Dense(2, softmax); seed B: Dense(1, sigmoid).
     output: Literal["softmax", "sigmoid"] = "softmax"
     learning_rate: float = Field(default=0.001, gt=0, lt=1)

@@ -2,6 +2,9 @@
 
 Seed A (default params): Embedding(2000, 128) -> SpatialDropout1D(0.4) ->
 LSTM(196, dropout=0.2, recurrent_dropout=0.2) -> Dense(2, softmax).
+With `length_buckets` (the default) the Embedding masks id 0 (`mask_zero=True`, no extra
+weights): the LSTM skips the pre-padding, so a text's output does not depend on its padded
+length. `length_buckets: false` is seed A's unmasked computation, every batch padded to maxlen.
 Seed B: `output: sigmoid`, `spatial_dropout: 0`: Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid).
 With more classes, `output: softmax` has one unit per class (`Dense(num_classes, softmax)`);
 `sigmoid` is the binary output only.
@@ -20,11 +23,23 @@ from textsweep.errors import ConfigError
 from textsweep.vocab import EncodedSplits
 
 
+def masks_padding(params: TrainingParams) -> bool:
+    """Whether the model masks its padding: with length-bucketed batches, so that a text scores the
+    same in a short training batch as padded to maxlen for validation, test and serving."""
+    return params.length_buckets
+
+
 def lstm_kernel(params: TrainingParams, gpu: bool) -> str:
-    """Which LSTM implementation Keras picks: `recurrent_dropout > 0` forces the step-by-step loop."""
+    """Which LSTM implementation Keras picks.
+
+    `recurrent_dropout > 0` forces the per-gate step loop ("generic"); otherwise the step loop
+    with fused gate products runs on a CPU ("fused"), and cuDNN on a GPU unless the padding is
+    masked: cuDNN takes only right-padded masks and textsweep pre-pads, so a masked LSTM is
+    built with `use_cudnn=False` and runs the fused step loop there too.
+    """
     if params.recurrent_dropout > 0:
         return "generic"
-    return "cudnn" if gpu else "fused"
+    return "cudnn" if gpu and not masks_padding(params) else "fused"
 
 
 def build_model(params: TrainingParams, num_classes: int = 2) -> keras.Model:
@@ -36,13 +51,19 @@ def build_model(params: TrainingParams, num_classes: int = 2) -> keras.Model:
     keras.utils.set_random_seed(params.seed)
     if params.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    masked = masks_padding(params)
     layers: list[keras.Layer] = [
         keras.Input(shape=(None,), dtype="int32"),
-        keras.layers.Embedding(params.max_features, params.embed_dim),
+        keras.layers.Embedding(params.max_features, params.embed_dim, mask_zero=masked),
     ]
     if params.spatial_dropout > 0:
-        layers.append(keras.layers.SpatialDropout1D(params.spatial_dropout))
-    lstm = keras.layers.LSTM(params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout)
+        layers.append(keras.layers.SpatialDropout1D(params.spatial_dropout))  # passes the mask on
+    lstm = keras.layers.LSTM(
+        params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout,
+        # cuDNN rejects a pre-padded mask at run time (Keras asserts right padding); "auto"
+        # keeps cuDNN for the unmasked seed-A computation on a GPU.
+        use_cudnn=False if masked else "auto",
+    )
     layers.append(keras.layers.Bidirectional(lstm) if params.bidirectional else lstm)
     if params.output == "softmax":
         # Integer labels with sparse cross-entropy: the same loss as seed A's one-hot
@@ -175,7 +196,8 @@ def fit_model(model: keras.Model, params: TrainingParams, encoded: EncodedSplits
     """Train on the capped, padded training split; validate on the validation split.
 
     The validation split is always padded to the full `maxlen`, as serving and the test
-    evaluation pad, also when training batches are length-bucketed (`params.length_buckets`).
+    evaluation pad, also when training batches are length-bucketed (`params.length_buckets`):
+    the model then masks the padding, so the two paddings give the same predictions.
     """
     maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
     train = encoded.dataset(

@@ -8,8 +8,8 @@ exactly:
 - words are ranked by count, descending, ties in order of first appearance, ranks from 1;
 - encoding keeps only ranks < max_features and drops other words (no OOV token);
 - sequences are pre-padded and pre-truncated with 0 (`keras.utils.pad_sequences`);
-  `EncodedSplits.dataset` feeds them to `model.fit` as a `tf.data` pipeline, optionally in
-  length buckets (each batch padded only to its longest text).
+  `EncodedSplits.dataset` feeds them to `model.fit` as a `tf.data` pipeline, in length buckets
+  (each batch padded only to its longest text, the default) or every batch padded to maxlen.
 
 The vocabulary is fitted once on the full training split; a trial caps it at its own
 `max_features` without re-fitting, because the ranks do not depend on the cap. It also carries
@@ -210,8 +210,8 @@ class EncodedSplits:
         Without `length_buckets` every batch is padded to `maxlen`, exactly the arrays of
         `arrays()` (seed A). With it, texts of similar length are batched together and each batch
         is pre-padded only to its own longest text: the LSTM then runs over far fewer padding
-        steps. That changes what the model sees (seed A has no masking, so leading zeros feed the
-        LSTM), which is why it is opt-in (`TrainingParams.length_buckets`).
+        steps. Without a mask that would change what the LSTM sees (seed A's leading zeros feed it),
+        so `TrainingParams.length_buckets` also masks the padding (model.masks_padding).
         """
         import tensorflow as tf  # deferred: importing TensorFlow costs seconds
 
