@@ -181,7 +181,8 @@ def test_the_ui_shows_nested_trials_their_artifacts_and_the_champion(sweep, serv
     wait_for(driver, *trials)
     for run_name in (f"{NAME}-sweep", *trials):  # each a visible link in the run table
         element_with_text(driver, run_name, tag="a")
-    assert "4 matching runs" in page_text(driver)
+    assert "5 matching runs" in page_text(driver)  # the sweep, 3 trials and the linear reference
+    element_with_text(driver, "reference-tfidf-logreg", tag="a")
     screenshot(driver, sweep, "experiment_nested_runs.png")
 
     # b. the champion's trial: its logged models, then its artifacts
