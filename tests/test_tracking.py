@@ -133,3 +133,16 @@ def test_tracking_knows_nothing_of_the_tuner_or_the_jobs():
     source = Path(tracking.__file__).read_text()
     for module in ("tuning", "distributed", "jobs", "registry", "keras_tuner"):
         assert f"from textsweep.{module}" not in source and f"import {module}" not in source, module
+
+
+def test_a_trial_that_runs_again_keeps_one_finished_run(tmp_path, monkeypatch):
+    """The process died after trial 1's run ended but before KerasTuner recorded it: resume runs it again."""
+    use_own_store(monkeypatch, tmp_path)
+    client = tracking.connect()
+    experiment = tracking.experiment_id(client, "again")
+    sweep_run_id = fake_sweep_with_trials(client, experiment)
+    assert tracking.supersede_earlier_runs(client, experiment, sweep_run_id, "1") == 1
+    assert tracking.supersede_earlier_runs(client, experiment, sweep_run_id, "2") == 0  # FAILED runs stay as they are
+    runs = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`textsweep.trial_id` = '1'")
+    assert [r.info.status for r in runs] == ["KILLED"] and "superseded" in runs[0].data.tags["textsweep.failure_reason"]
+    assert tracking.leaderboard(client, experiment, sweep_run_id, "val_accuracy")["trial_id"].tolist() == ["0"]

@@ -60,6 +60,7 @@ from textsweep.tracking import (
     TAG_TRIAL,
     TOKENIZER_FILE,
     connect,
+    find_sweep_runs,
     leaderboard,
     reference_run,
     redact,
@@ -190,12 +191,7 @@ def find_sweep_run(client: MlflowClient, config: SweepConfig, sweep_run_id: str 
                 "parent run, or leave it out to take the latest finished sweep"
             )
         return run
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_KIND}` = 'sweep' and attributes.status = 'FINISHED'",
-        order_by=["attributes.end_time DESC"],
-        max_results=1,
-    )
+    runs = find_sweep_runs(client, experiment.experiment_id, status="FINISHED", latest_first="end_time")
     if not runs:
         raise RegistryError(
             f"experiment {config.name!r} in {store} has no FINISHED sweep run: nothing to promote. "

@@ -376,6 +376,7 @@ class TrialTracking:
         context = self.trial_context
         params = self.hypermodel.params(trial.hyperparameters)
         maxlen = context.encoded.resolve_maxlen(params.max_features, params.maxlen)
+        supersede_earlier_runs(MlflowClient(), context.experiment_id, context.sweep_run_id, trial.trial_id)
         mlflow.start_run(
             experiment_id=context.experiment_id,
             run_name=f"trial-{trial.trial_id}",
@@ -536,6 +537,22 @@ def kill_running_trial_runs(
         client.set_tag(run.info.run_id, "textsweep.failure_reason", reason)
         client.set_terminated(run.info.run_id, status="KILLED")
     return len(stale)
+
+
+def supersede_earlier_runs(client: MlflowClient, experiment: str, sweep_run_id: str, trial_id: str) -> int:
+    """A trial that starts again keeps one FINISHED run: an earlier FINISHED run of it ends KILLED.
+
+    That happens when a process dies after a trial's run ended but before KerasTuner recorded the
+    trial as done (the two are separate writes): KerasTuner then runs the trial again on resume.
+    """
+    query = (f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_TRIAL}` = '{trial_id}' "
+             f"and tags.`{TAG_KIND}` = 'trial' and attributes.status = 'FINISHED'")
+    earlier = client.search_runs([experiment], filter_string=query)
+    for run in earlier:
+        client.set_tag(run.info.run_id, "textsweep.failure_reason",
+                       "superseded: the trial ran again (its process died before KerasTuner recorded it)")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(earlier)
 
 
 def tuner_directory(name: str) -> Path:
