@@ -81,11 +81,17 @@ def fake_sweep_with_trials(client: MlflowClient, experiment: str) -> str:
     return sweep.info.run_id
 
 
-def test_leaderboard_and_the_one_way_to_find_sweep_runs(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_sweep(tmp_path, monkeypatch) -> tuple[MlflowClient, str, str]:
+    """A store of its own holding experiment `board` with one fake sweep: (client, experiment id, sweep run id)."""
     use_own_store(monkeypatch, tmp_path)
     client = tracking.connect()
     experiment = tracking.experiment_id(client, "board")
-    sweep_run_id = fake_sweep_with_trials(client, experiment)
+    return client, experiment, fake_sweep_with_trials(client, experiment)
+
+
+def test_leaderboard_and_the_one_way_to_find_sweep_runs(fake_sweep):
+    client, experiment, sweep_run_id = fake_sweep
     table = tracking.leaderboard(client, experiment, sweep_run_id, "val_accuracy")
     assert table["trial_id"].tolist() == ["1", "0"]  # finished trials only, best first
     assert table["best_val_accuracy"].tolist() == [0.8, 0.7]
@@ -98,11 +104,8 @@ def test_leaderboard_and_the_one_way_to_find_sweep_runs(tmp_path, monkeypatch):
         tracking.sweep_leaderboard("nothing")
 
 
-def test_trial_runs_a_dead_process_left_running_end_killed_with_the_reason(tmp_path, monkeypatch):
-    use_own_store(monkeypatch, tmp_path)
-    client = tracking.connect()
-    experiment = tracking.experiment_id(client, "stale")
-    sweep_run_id = fake_sweep_with_trials(client, experiment)
+def test_trial_runs_a_dead_process_left_running_end_killed_with_the_reason(fake_sweep):
+    client, experiment, sweep_run_id = fake_sweep
     assert tracking.kill_running_trial_runs(client, experiment, sweep_run_id, "the process died") == 1
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{sweep_run_id}'")
     killed = [r for r in children if r.info.status == "KILLED"]
@@ -135,12 +138,9 @@ def test_tracking_knows_nothing_of_the_tuner_or_the_jobs():
         assert f"from textsweep.{module}" not in source and f"import {module}" not in source, module
 
 
-def test_a_trial_that_runs_again_keeps_one_finished_run(tmp_path, monkeypatch):
+def test_a_trial_that_runs_again_keeps_one_finished_run(fake_sweep):
     """The process died after trial 1's run ended but before KerasTuner recorded it: resume runs it again."""
-    use_own_store(monkeypatch, tmp_path)
-    client = tracking.connect()
-    experiment = tracking.experiment_id(client, "again")
-    sweep_run_id = fake_sweep_with_trials(client, experiment)
+    client, experiment, sweep_run_id = fake_sweep
     assert tracking.supersede_earlier_runs(client, experiment, sweep_run_id, "1") == 1
     assert tracking.supersede_earlier_runs(client, experiment, sweep_run_id, "2") == 0  # FAILED runs stay as they are
     runs = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{sweep_run_id}' and tags.`textsweep.trial_id` = '1'")
