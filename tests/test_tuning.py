@@ -100,12 +100,18 @@ def grid_points(oracle):
     return sorted(tuple(t.hyperparameters.values[k] for k in ("embed_dim", "batch_size")) for t in oracle.trials.values())
 
 
-def test_grid_resumed_after_a_dead_process_makes_every_point_once(tmp_path):
+def grid_left_by_a_dead_process(directory, finished: int):
+    """A 2x2 grid sweep whose process ran `finished` trials and died; its config and tuner."""
     config = config_for("grid", max_trials=10, space=GRID_2X2)
-    first = build_tuner(config, tmp_path / "t")
+    first = build_tuner(config, directory)
     first.save()
-    for _ in range(2):
+    for _ in range(finished):
         finish(first.oracle, first.oracle.create_trial("tuner0"))
+    return config, first
+
+
+def test_grid_resumed_after_a_dead_process_makes_every_point_once(tmp_path):
+    config, first = grid_left_by_a_dead_process(tmp_path / "t", finished=2)
     running = first.oracle.create_trial("tuner0")  # the process dies during this trial
 
     resumed = build_tuner(config, tmp_path / "t").oracle
@@ -123,11 +129,7 @@ def test_grid_resumed_after_a_dead_process_makes_every_point_once(tmp_path):
 
 def test_grid_resumed_between_trials_finishes_the_grid(tmp_path):
     # KerasTuner 1.4.8 alone answers STOPPED here: its queue of points to extend starts empty.
-    config = config_for("grid", max_trials=10, space=GRID_2X2)
-    first = build_tuner(config, tmp_path / "t")
-    first.save()
-    for _ in range(3):
-        finish(first.oracle, first.oracle.create_trial("tuner0"))
+    config, _ = grid_left_by_a_dead_process(tmp_path / "t", finished=3)
     resumed = build_tuner(config, tmp_path / "t").oracle
     last = resumed.create_trial("tuner0")
     assert last.status == "RUNNING" and last.trial_id == "03"
