@@ -11,7 +11,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 
-BENCHES = ["tracking_overhead", "throughput_vs_seed", "search_efficiency", "data_prep_share", "memory_growth"]
+BENCHES = ["tracking_overhead", "throughput_vs_seed", "search_efficiency", "data_prep_share", "memory_growth", "subword_vs_word"]
 RATIO_LINE = re.compile(r"ratio.*?(\d+\.\d+)\s*$")
 
 

@@ -122,12 +122,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from textsweep.config import load_config
+    from textsweep.config import load_config, value_text
 
     config = load_config(args.file)
     print(config.to_yaml(), end="")
     for name, default in config.widened_space.items():
-        print(f"# search.space.{name} was widened to hold its default {default:g}: every sweep runs "
+        print(f"# search.space.{name} was widened to hold its default {value_text(default)}: every sweep runs "
               "`defaults` as trial 0")
     return 0
 

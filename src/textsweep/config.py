@@ -27,7 +27,10 @@ SWEPT_PARAMS = (
     "batch_size",
     "learning_rate",  # Adam's; search it with sampling: log
     "bidirectional",  # {values: [false, true]}
+    "tokenizer",  # {values: [word, subword]}
 )
+TOKENIZERS = ("word", "subword")
+NAMED_PARAMS = ("tokenizer",)  # searched over names, not numbers
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 
 class _Section(BaseModel):
@@ -139,6 +142,11 @@ class TrainingParams(_Section):
     # Keras' Bidirectional wrapper around the same LSTM: it reads each text both ways (twice the
     # LSTM's weights and time); the seeds are unidirectional.
     bidirectional: bool = False
+    # `word`: seed A's Keras-Tokenizer ids (max_features most frequent words, others dropped).
+    # `subword`: BPE pieces from the HF `tokenizers` library with max_features ids, fitted once per
+    # sweep on the training split (subword.py): unseen word forms and typos still get pieces.
+    # An explicit maxlen counts pieces then (a word is ~1.5 pieces on the Uzbek set).
+    tokenizer: Literal["word", "subword"] = "word"
     mixed_precision: bool = False
     seed: int = 42
 
@@ -153,7 +161,7 @@ class TrainingParams(_Section):
 class SpaceEntry(_Section):
     """One searched hyperparameter: `{values: [...]}` or `{min, max, step}` / `{min, max, sampling: log}`."""
 
-    values: list[float] | None = None
+    values: list[float | str] | None = None  # strings: the tokenizer's names
     min: float | None = None
     max: float | None = None
     step: float | None = Field(default=None, gt=0)
@@ -236,9 +244,15 @@ class SearchConfig(_Section):
 
     @model_validator(mode="after")
     def _known_params(self) -> SearchConfig:
-        for name in self.space:
+        for name, entry in self.space.items():
             if name not in SWEPT_PARAMS:
                 raise ValueError(f"unknown hyperparameter {name!r}{_did_you_mean(name, SWEPT_PARAMS)}")
+            named = name in NAMED_PARAMS
+            if named and (entry.values is None or any(v not in TOKENIZERS for v in entry.values)):
+                raise ValueError(f"space.tokenizer takes values from {list(TOKENIZERS)}, e.g. {{values: [word, subword]}}")
+            if not named and any(isinstance(v, str) for v in entry.values or ()):
+                words = [v for v in entry.values if isinstance(v, str)]
+                raise ValueError(f"space.{name} takes numbers; {words} are not")
         if self.algorithm == "grid":
             for name, entry in self.space.items():
                 if entry.values is None and entry.step is None:
@@ -311,8 +325,19 @@ class SweepConfig(_Section):
                     params_with(self.defaults, {name: value})
                 except ValidationError as exc:
                     reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
-                    raise ValueError(f"search.space.{name}: {value:g} is not allowed: {reason}") from None
+                    raise ValueError(f"search.space.{name}: {value_text(value)} is not allowed: {reason}") from None
         return self
+
+    @property
+    def subword_size(self) -> int | None:
+        """How many ids to fit the sweep's subword tokenizer with: the largest max_features a
+        subword trial may use (trials cap it, subword.py); None when no trial uses subword."""
+        tokenizers = self.search.space["tokenizer"].values if "tokenizer" in self.search.space else [self.defaults.tokenizer]
+        if "subword" not in tokenizers:
+            return None
+        if "max_features" not in self.search.space:
+            return self.defaults.max_features
+        return int(max(self.search.space["max_features"].bounds()))
 
     @model_validator(mode="after")
     def _largest_embedding_fits_in_memory(self) -> SweepConfig:
@@ -354,6 +379,11 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise ValueError(f"{text!r} is no time at all; give a positive duration")
     return total
+
+
+def value_text(value: Any) -> str:
+    """A space value as a person wrote it: `0.4`, `2000`, `subword`."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def params_with(defaults: TrainingParams, overrides: dict[str, Any]) -> TrainingParams:

@@ -60,7 +60,7 @@ def prepare_data(config: SweepConfig, data: pd.DataFrame | None = None) -> tuple
     else:
         raise DataError(f"data must be a pandas DataFrame with columns {config.data.text_column!r} and "
                         f"{config.data.label_column!r}; got {type(data).__name__}")
-    return prepared, encode_splits(prepared)
+    return prepared, encode_splits(prepared, subword_size=config.subword_size)
 
 
 # ---------------------------------------------------------------- results
@@ -98,11 +98,11 @@ def load_trial_model(experiment_id: str, run_id: str) -> RawTextModel:
     """A trial's own Keras model and tokenizer (no registry needed) as a raw-text classifier."""
     from textsweep.registry import TrialChoice, trial_keras_model, trial_vocabulary
     from textsweep.serving import classify
-    from textsweep.vocab import Vocabulary
+    from textsweep.vocab import load_tokenizer
 
     tracking.connect()
     trial = TrialChoice("", experiment_id, run_id, "", "", float("nan"))
-    keras_model, vocabulary = trial_keras_model(trial), Vocabulary.from_json(trial_vocabulary(trial))
+    keras_model, vocabulary = trial_keras_model(trial), load_tokenizer(trial_vocabulary(trial))
     return RawTextModel(lambda frame: classify(keras_model, vocabulary, frame["text"].tolist()), f"runs:/{run_id}")
 
 
@@ -167,7 +167,9 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
 
     from textsweep.model import build_model, fit_model
 
-    params = config.defaults.model_copy(update={"max_features": encoded.cap_max_features(config.defaults.max_features)})
+    defaults = config.defaults
+    params = defaults.model_copy(update={"max_features": encoded.cap_max_features(defaults.max_features, defaults.tokenizer)})
+    encoded = encoded.for_tokenizer(params.tokenizer, params.max_features)
     maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
     with tracking.job_run(client, config, kind="train") as run:
         tracking.log_sweep_file(config)
@@ -370,7 +372,7 @@ def search(
 
     tuner = build_tuner(
         config, directory, mixins=(*mixins, tracking.TrialTracking, ProgressReporting), overwrite=overwrite,
-        deadline=deadline, num_classes=len(context.encoded.classes), vocabulary_size=context.encoded.vocabulary.size,
+        deadline=deadline, num_classes=len(context.encoded.classes), vocabulary_sizes=context.encoded.vocabulary_sizes(),
         trial_context=context, quiet=quiet, stream=stream,
     )
     arguments = fit_arguments(config)
@@ -465,7 +467,7 @@ def serve_as_chief(
     from textsweep.tuning import build_tuner
 
     tuner = build_tuner(config, directory, deadline=deadline, num_classes=len(context.encoded.classes),
-                        vocabulary_size=context.encoded.vocabulary.size)  # the chief runs no trial
+                        vocabulary_sizes=context.encoded.vocabulary_sizes())  # the chief runs no trial
     tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
     timeout = config.search.worker_timeout_seconds
     pool = None

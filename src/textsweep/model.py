@@ -135,15 +135,16 @@ class LstmHyperModel(kt.HyperModel):
     RESOLVED_KEPT = 32
 
     def __init__(self, defaults: TrainingParams, space: dict[str, SpaceEntry], num_classes: int = 2,
-                 vocabulary_size: int | None = None):
+                 vocabulary_sizes: dict[str, int] | None = None):
         super().__init__(name="textsweep_lstm", tunable=True)
         check_output_fits(defaults.output, num_classes)  # before any trial starts
         self.defaults = defaults
         self.space = space
         self.num_classes = num_classes
         # Ids at or above the vocabulary's size never occur: a larger max_features only adds
-        # embedding rows no text uses (and memory), so a trial's max_features is capped to it.
-        self.vocabulary_size = vocabulary_size
+        # embedding rows no text uses (and memory), so a trial's max_features is capped to it
+        # (EncodedSplits.vocabulary_sizes: one size per tokenizer kind).
+        self.vocabulary_sizes = vocabulary_sizes or {}
         self._resolved: dict[tuple, TrainingParams] = {}
 
     def params(self, hp: kt.HyperParameters) -> TrainingParams:
@@ -156,8 +157,9 @@ class LstmHyperModel(kt.HyperModel):
         if declared and (params := self._resolved.get(self._trial_key(hp))) is not None:
             return params
         params = params_from_hp(hp, self.defaults, self.space)
-        if self.vocabulary_size is not None and params.max_features > self.vocabulary_size:
-            params = params.model_copy(update={"max_features": self.vocabulary_size})
+        size = self.vocabulary_sizes.get(params.tokenizer)
+        if size is not None and params.max_features > size:
+            params = params.model_copy(update={"max_features": size})
         if len(self._resolved) >= self.RESOLVED_KEPT:
             self._resolved.pop(next(iter(self._resolved)))  # the oldest trial
         self._resolved[self._trial_key(hp)] = params
@@ -199,6 +201,7 @@ def fit_model(model: keras.Model, params: TrainingParams, encoded: EncodedSplits
     evaluation pad, also when training batches are length-bucketed (`params.length_buckets`):
     the model then masks the padding, so the two paddings give the same predictions.
     """
+    encoded = encoded.for_tokenizer(params.tokenizer, params.max_features)
     maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
     train = encoded.dataset(
         "train", params.max_features, maxlen, params.batch_size,

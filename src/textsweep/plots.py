@@ -29,10 +29,26 @@ def learning_curves(history: dict[str, list[float]], title: str) -> Figure:
     return figure
 
 
+def category_names(column: pd.Series) -> list[str] | None:
+    """The sorted names of a column of names (the tokenizer), or None for a column of numbers."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return None
+    return sorted(column.dropna().astype(str).unique())
+
+
+def as_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    """Numbers for plotting and the forest: a column of names becomes each name's index in `category_names`."""
+    numbers = {}
+    for column in table.columns:
+        names = category_names(table[column])
+        numbers[column] = table[column].astype(float) if names is None else table[column].astype(str).map(names.index).astype(float)
+    return pd.DataFrame(numbers, index=table.index)
+
+
 def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str) -> Figure:
     """One line per trial across the swept params and the objective, coloured by the objective."""
     columns = [*params, objective]
-    table = trials[columns].astype(float)
+    table = as_numbers(trials[columns])
     low, high = table.min(), table.max()
     span = (high - low).replace(0, 1.0)
     scaled = (table - low) / span
@@ -45,8 +61,10 @@ def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str
     axis.set_xticks(range(len(columns)), columns, rotation=20)
     for position, column in enumerate(columns):
         axis.axvline(position, color="grey", linewidth=0.6)
-        axis.annotate(f"{high[column]:g}", (position, 1.02), ha="center", fontsize=8)
-        axis.annotate(f"{low[column]:g}", (position, -0.06), ha="center", fontsize=8)
+        names = category_names(trials[column])
+        for value, height in ((high[column], 1.02), (low[column], -0.06)):
+            label = names[int(value)] if names is not None else f"{value:g}"
+            axis.annotate(label, (position, height), ha="center", fontsize=8)
     axis.set_ylim(-0.1, 1.08)
     axis.set_yticks([])
     scalar = cm.ScalarMappable(cmap="viridis", norm=colors.Normalize(low[objective], high[objective]))
@@ -86,7 +104,7 @@ def hyperparameter_importance(trials: pd.DataFrame, params: list[str], objective
     axis = figure.subplots()
     if varying:
         forest = RandomForestRegressor(n_estimators=200, random_state=0, min_samples_leaf=1)
-        forest.fit(trials[varying].astype(float).to_numpy(), trials[objective].astype(float).to_numpy())
+        forest.fit(as_numbers(trials[varying]).to_numpy(), trials[objective].astype(float).to_numpy())
         order = np.argsort(forest.feature_importances_)
         axis.barh([varying[i] for i in order], forest.feature_importances_[order], color="tab:blue")
         axis.set_xlabel(f"importance for {objective} (random forest, impurity)")

@@ -59,6 +59,7 @@ from textsweep.tracking import (
     TAG_KIND,
     TAG_TRIAL,
     TOKENIZER_FILE,
+    TOKENIZER_FILES,
     connect,
     find_sweep_runs,
     leaderboard,
@@ -67,7 +68,7 @@ from textsweep.tracking import (
     sqlite_path,
     tracking_uri,
 )
-from textsweep.vocab import Vocabulary
+from textsweep.vocab import Vocabulary, load_tokenizer
 
 PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
 # What evaluation_metrics names (per class: _<class index>); each is also a version tag textsweep.<name>.
@@ -268,12 +269,15 @@ def trial_keras_model(trial: TrialChoice) -> Any:
 
 
 def trial_vocabulary(trial: TrialChoice) -> str:
-    """The trial's vocabulary JSON: capped at its max_features, with its maxlen."""
+    """The trial's tokenizer JSON (word vocabulary or subword pieces): capped at its max_features, with its maxlen."""
     try:
-        return mlflow.artifacts.load_text(f"runs:/{trial.run_id}/{TOKENIZER_FILE}")
+        # Runs from before the subword tokenizer have no `tokenizer` param: they are word runs.
+        kind = mlflow.get_run(trial.run_id).data.params.get("tokenizer", "word")
+        path = TOKENIZER_FILES.get(kind, TOKENIZER_FILE)
+        return mlflow.artifacts.load_text(f"runs:/{trial.run_id}/{path}")
     except (MlflowException, OSError):
         raise RegistryError(
-            f"trial run {trial.run_id} (trial {trial.trial_id}) has no {TOKENIZER_FILE} artifact; it cannot "
+            f"trial run {trial.run_id} (trial {trial.trial_id}) has no tokenizer artifact under tokenizer/; it cannot "
             "be promoted. Re-run the sweep with --restart, or pass another --sweep-run-id"
         ) from None
 
@@ -369,7 +373,7 @@ def evaluate_trial(trial: TrialChoice, data: PreparedData) -> Evaluation:
     keras_model = trial_keras_model(trial)
     vocabulary_json = trial_vocabulary(trial)
     # Raw test texts through the serving code: what is measured is what will be served.
-    probabilities = serving.class_probabilities(keras_model, Vocabulary.from_json(vocabulary_json), data.test.texts)
+    probabilities = serving.class_probabilities(keras_model, load_tokenizer(vocabulary_json), data.test.texts)
     return Evaluation(keras_model, vocabulary_json, probabilities, evaluation_metrics(data.test.labels, probabilities))
 
 
@@ -417,14 +421,17 @@ def log_pyfunc_model(keras_model: Any, vocabulary_json: str, workdir: Path) -> A
 
     keras_path = workdir / "model.keras"
     keras_model.save(keras_path)
-    vocabulary_path = workdir / "vocabulary.json"
-    vocabulary_path.write_text(vocabulary_json, encoding="utf-8")
+    tokenizer = load_tokenizer(vocabulary_json)
+    # A word vocabulary keeps the artifact name every earlier version has; subword pieces get their own.
+    artifact = serving.VOCABULARY_ARTIFACT if isinstance(tokenizer, Vocabulary) else serving.SUBWORD_ARTIFACT
+    tokenizer_path = workdir / f"{artifact}.json"
+    tokenizer_path.write_text(vocabulary_json, encoding="utf-8")
     return mlflow.pyfunc.log_model(
         name=PYFUNC_MODEL_NAME,
         python_model=serving.__file__,  # a model from code: MLflow runs the file, nothing is pickled
-        code_paths=[str(Path(textsweep.__file__).parent)],  # the cleaning and vocabulary it imports
-        artifacts={serving.VOCABULARY_ARTIFACT: str(vocabulary_path), serving.KERAS_MODEL_ARTIFACT: str(keras_path)},
-        signature=serving.signature(Vocabulary.from_json(vocabulary_json).classes),
+        code_paths=[str(Path(textsweep.__file__).parent)],  # the cleaning and tokenizers it imports
+        artifacts={artifact: str(tokenizer_path), serving.KERAS_MODEL_ARTIFACT: str(keras_path)},
+        signature=serving.signature(tokenizer.classes),
         input_example=serving.INPUT_EXAMPLE,
         pip_requirements=serving.pip_requirements(),
     )

@@ -3,7 +3,8 @@
 Logged as a *model from code*: registry.py passes this very file as `python_model`, MLflow
 copies it into the model and runs it on load, and the `set_model` call at the bottom names the
 model it serves. Nothing of ours is pickled. The model holds two artifacts, the trial's
-vocabulary (`vocabulary.json`, vocab.Vocabulary's format, with its `max_features` cap and
+tokenizer (`vocabulary.json` in vocab.Vocabulary's format for word trials, `subword_tokenizer.json`
+in subword.SubwordTokenizer's for subword trials; either with its `max_features` cap and
 `maxlen`) and its Keras model (`.keras`, loaded with `safe_mode=True`), and it carries the
 `textsweep` package as code (`code_paths`) for the cleaning and encoding used in training.
 
@@ -54,10 +55,11 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
 from textsweep.data import clean_texts
-from textsweep.vocab import Vocabulary
+from textsweep.vocab import Tokenizer, load_tokenizer
 
 TEXT_COLUMN = "text"
 VOCABULARY_ARTIFACT = "vocabulary"
+SUBWORD_ARTIFACT = "subword_tokenizer"
 KERAS_MODEL_ARTIFACT = "keras_model"
 DECISION_THRESHOLD = 0.5
 PROBABILITY_PREFIX = "probability_"
@@ -110,7 +112,7 @@ def pip_requirements() -> list[str]:
     """Exact versions of what the model imports: the textsweep code it carries needs the rest."""
     from importlib.metadata import version
 
-    packages = ("tensorflow", "keras", "mlflow", "pandas", "numpy", "scikit-learn", "pydantic", "pyyaml")
+    packages = ("tensorflow", "keras", "mlflow", "pandas", "numpy", "scikit-learn", "pydantic", "pyyaml", "tokenizers")
     return [f"{package}=={version(package)}" for package in packages]
 
 
@@ -197,7 +199,7 @@ def _bad_request(problem: str) -> MlflowException:
     )
 
 
-def class_probabilities(keras_model: Any, vocabulary: Vocabulary, texts: list[str]) -> np.ndarray:
+def class_probabilities(keras_model: Any, vocabulary: Tokenizer, texts: list[str]) -> np.ndarray:
     """P(class i) of each raw text (rows x classes), cleaned (the vocabulary's mode) and encoded as in training.
 
     A sigmoid model's one column P(second class) becomes [1 - P, P], so binary and multi-class
@@ -211,7 +213,7 @@ def class_probabilities(keras_model: Any, vocabulary: Vocabulary, texts: list[st
     return np.column_stack([1.0 - scores[:, 0], scores[:, 0]]) if scores.shape[-1] == 1 else scores
 
 
-def classify(keras_model: Any, vocabulary: Vocabulary, texts: list[str], *, per_class: bool = True) -> pd.DataFrame:
+def classify(keras_model: Any, vocabulary: Tokenizer, texts: list[str], *, per_class: bool = True) -> pd.DataFrame:
     """Label and probabilities of each raw text (the module docstring's output).
 
     `per_class=False` gives a LEGACY model's answer: `label` and `probability` only.
@@ -256,8 +258,9 @@ class TextClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         import keras  # deferred: TensorFlow is loaded with the model, not with this module
 
-        vocabulary_json = Path(context.artifacts[VOCABULARY_ARTIFACT]).read_text(encoding="utf-8")
-        self.vocabulary = Vocabulary.from_json(vocabulary_json)
+        artifact = SUBWORD_ARTIFACT if SUBWORD_ARTIFACT in context.artifacts else VOCABULARY_ARTIFACT
+        vocabulary_json = Path(context.artifacts[artifact]).read_text(encoding="utf-8")
+        self.vocabulary = load_tokenizer(vocabulary_json)
         self.per_class = saves_classes(vocabulary_json)
         self.keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
         _check_texts_in_scoring_server()

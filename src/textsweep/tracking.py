@@ -37,7 +37,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from textsweep import __version__, plots
-from textsweep.config import SWEPT_PARAMS, SweepConfig, TrainingParams
+from textsweep.config import NAMED_PARAMS, SWEPT_PARAMS, SweepConfig, TrainingParams
 from textsweep.data import PreparedData
 from textsweep.errors import TrackingError
 from textsweep.vocab import EncodedSplits
@@ -45,6 +45,8 @@ from textsweep.vocab import EncodedSplits
 STORE_DIR = Path("mlruns")
 DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR}/mlflow.db"
 TOKENIZER_FILE = "tokenizer/vocabulary.json"
+# Each tokenizer kind's artifact (its own JSON format: vocab.Vocabulary, subword.SubwordTokenizer).
+TOKENIZER_FILES = {"word": TOKENIZER_FILE, "subword": "tokenizer/subword.json"}
 KERAS_MODEL_NAME = "model"  # each trial's (and training run's) logged Keras model
 TAG_KIND, TAG_TRIAL, TAG_TUNER, TAG_PARENT = "textsweep.kind", "textsweep.trial_id", "textsweep.tuner_id", "mlflow.parentRunId"
 
@@ -292,7 +294,7 @@ def log_params(params: TrainingParams, maxlen: int, encoded: EncodedSplits, sear
 
     values = params.model_dump() | {"maxlen_effective": maxlen, "lstm_kernel": lstm_kernel(params, bool(gpu_names()))}
     if params.maxlen is None:  # derived from the data: the longest text, capped (vocab.resolve_maxlen)
-        values["maxlen_longest"] = encoded.longest(params.max_features)
+        values["maxlen_longest"] = encoded.for_tokenizer(params.tokenizer, params.max_features).longest(params.max_features)
     if searched_max_features is not None and searched_max_features != params.max_features:
         values["max_features_searched"] = searched_max_features  # capped to the vocabulary's size
     mlflow.log_params(values)
@@ -308,8 +310,9 @@ def log_dataset(data: PreparedData, name: str) -> None:
 
 
 def log_vocabulary(encoded: EncodedSplits, params: TrainingParams, maxlen: int) -> None:
-    """The tokenizer the model was trained with: ranks < max_features and the padded length."""
-    mlflow.log_text(encoded.vocabulary.capped(params.max_features, maxlen).to_json(), TOKENIZER_FILE)
+    """The tokenizer the model was trained with: ids < max_features and the padded length."""
+    tokenizer = encoded.for_tokenizer(params.tokenizer, params.max_features).vocabulary
+    mlflow.log_text(tokenizer.capped(params.max_features, maxlen).to_json(), TOKENIZER_FILES[params.tokenizer])
 
 
 def log_keras_model(model: Any) -> Any:
@@ -375,7 +378,7 @@ class TrialTracking:
         super().on_trial_begin(trial)
         context = self.trial_context
         params = self.hypermodel.params(trial.hyperparameters)
-        maxlen = context.encoded.resolve_maxlen(params.max_features, params.maxlen)
+        maxlen = context.encoded.for_tokenizer(params.tokenizer, params.max_features).resolve_maxlen(params.max_features, params.maxlen)
         supersede_earlier_runs(MlflowClient(), context.experiment_id, context.sweep_run_id, trial.trial_id)
         mlflow.start_run(
             experiment_id=context.experiment_id,
@@ -419,7 +422,7 @@ class TrialTracking:
         if score is not None:
             mlflow.log_metric(f"best_{context.objective}", score)
         params = self.hypermodel.params(trial.hyperparameters)
-        maxlen = context.encoded.resolve_maxlen(params.max_features, params.maxlen)
+        maxlen = context.encoded.for_tokenizer(params.tokenizer, params.max_features).resolve_maxlen(params.max_features, params.maxlen)
         log_vocabulary(context.encoded, params, maxlen)
         log_learning_curves(context.histories.pop(trial.trial_id, {}), f"trial {trial.trial_id}")
         # The best epoch's weights (KerasTuner's checkpoint), as the objective saw them; loaded
@@ -430,12 +433,14 @@ class TrialTracking:
 
 
 def param_column(runs: pd.DataFrame, name: str) -> pd.Series:
-    """A swept param of every run as numbers (booleans as True/False); missing in runs from before it existed."""
+    """A swept param of every run as numbers (booleans as True/False, names as text); missing in runs from before it existed."""
     column = runs.get(f"params.{name}")
     if column is None:
         return pd.Series([None] * len(runs), index=runs.index, dtype="object")
     if column.isin(["True", "False"]).all():
         return column == "True"
+    if name in NAMED_PARAMS:
+        return column.astype(object)
     return pd.to_numeric(column)
 
 

@@ -193,12 +193,12 @@ def build_tuner(
     overwrite: bool = False,
     deadline: float | None = None,
     num_classes: int = 2,
-    vocabulary_size: int | None = None,
+    vocabulary_sizes: dict[str, int] | None = None,
     **mixin_kwargs: Any,
 ) -> kt.Tuner:
     """The algorithm's KerasTuner tuner over the seeds' hypermodel, with textsweep's hooks mixed in.
 
-    `num_classes` sizes the model's output; `vocabulary_size` caps each trial's max_features.
+    `num_classes` sizes the model's output; `vocabulary_sizes` (per tokenizer kind) cap each trial's max_features.
 
     `deadline` (a `time.time()` value, or None) is the wall-clock budget: no trial starts after
     it, and the running trial stops at the end of its current epoch (`tuner.stopped_by_time`).
@@ -211,7 +211,7 @@ def build_tuner(
     tuner_class = type(f"Sweep{base.__name__}", (*mixins, SweepTuner, base), {})
     return tuner_class(
         oracle=oracle,
-        hypermodel=LstmHyperModel(config.defaults, config.search.space, num_classes, vocabulary_size),
+        hypermodel=LstmHyperModel(config.defaults, config.search.space, num_classes, vocabulary_sizes),
         directory=str(directory.parent),
         project_name=directory.name,
         overwrite=overwrite,

@@ -15,6 +15,9 @@ The vocabulary is fitted once on the full training split; a trial caps it at its
 `max_features` without re-fitting, because the ranks do not depend on the cap. It also carries
 the class names and the cleaning mode of its data, so a served model cleans and labels text as
 its trial was trained.
+
+`tokenizer: subword` trials use subword.SubwordTokenizer instead (BPE pieces, also fitted once
+per sweep); `EncodedSplits.for_tokenizer` gives each trial the splits as its tokenizer sees them.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from textsweep.data import PreparedData
+from textsweep.subword import SUBWORD_FORMAT, SubwordTokenizer, fit_subword
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -127,6 +131,18 @@ class Vocabulary:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
+# A trial's tokenizer: the two have the same fields and methods (size, capped, encode,
+# encode_padded, to_json, maxlen, classes, cleaning).
+Tokenizer = Vocabulary | SubwordTokenizer
+
+
+def load_tokenizer(text: str) -> Tokenizer:
+    """A saved tokenizer JSON of either kind, by its `format`."""
+    if json.loads(text).get("format") == SUBWORD_FORMAT:
+        return SubwordTokenizer.from_json(text)
+    return Vocabulary.from_json(text)
+
+
 def fit_vocabulary(texts: list[str]) -> Vocabulary:
     """Rank every word of `texts` as `Tokenizer.fit_on_texts` does."""
     counts: Counter[str] = Counter()
@@ -151,21 +167,65 @@ def cap_ids(sequences: list[np.ndarray], max_features: int) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class EncodedSplits:
-    """Every split encoded once with the full training vocabulary; trials only cap and pad."""
+    """Every split encoded once with the full training vocabulary; trials only cap and pad.
 
-    vocabulary: Vocabulary
+    With a `subword` tokenizer (fitted when some trial may use it), `for_tokenizer("subword", k)`
+    gives the same splits encoded in its pieces at k ids, from the cleaned `texts`.
+    """
+
+    vocabulary: Tokenizer
     train: list[np.ndarray]
     val: list[np.ndarray]
     test: list[np.ndarray]
     labels: dict[str, np.ndarray]
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    subword: SubwordTokenizer | None = None
+    # Subword encodings by max_features: KerasTuner's trials revisit the same few values.
+    _subword_views: dict[int, EncodedSplits] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def classes(self) -> tuple[Any, ...]:
         return self.vocabulary.classes
 
-    def cap_max_features(self, max_features: int) -> int:
-        """`max_features`, at most the vocabulary's size: ids above it would never be used."""
-        return min(max_features, self.vocabulary.size)
+    def vocabulary_size(self, tokenizer: str = "word") -> int:
+        """Ids the fitted tokenizer of this kind has, padding included."""
+        return self._tokenizer(tokenizer).size
+
+    def vocabulary_sizes(self) -> dict[str, int]:
+        """`vocabulary_size` of every tokenizer kind fitted for this sweep."""
+        return {"word": self.vocabulary.size} | ({"subword": self.subword.size} if self.subword else {})
+
+    def cap_max_features(self, max_features: int, tokenizer: str = "word") -> int:
+        """`max_features`, at most the tokenizer's size: ids above it would never be used."""
+        return min(max_features, self.vocabulary_size(tokenizer))
+
+    def _tokenizer(self, tokenizer: str) -> Tokenizer:
+        if tokenizer == "word":
+            return self.vocabulary
+        if tokenizer == "subword" and self.subword is not None:
+            return self.subword
+        raise ValueError(f"no {tokenizer!r} tokenizer was fitted for these splits (encode_splits(subword_size=...))")
+
+    def for_tokenizer(self, tokenizer: str, max_features: int) -> EncodedSplits:
+        """The splits as a model with this tokenizer and `max_features` sees them.
+
+        Word ids only need capping (each method caps them), so `word` is these splits. Subword
+        pieces depend on the cap (fewer merges split words into more pieces): the texts are
+        encoded again with the capped tokenizer, once per max_features.
+        """
+        subword = self._tokenizer(tokenizer)
+        if tokenizer == "word":
+            return self
+        max_features = min(max_features, subword.size)
+        if (view := self._subword_views.get(max_features)) is None:
+            capped = subword.capped(max_features)
+            encoded = {split: capped.encode(self.texts[split]) for split in ("train", "val", "test")}
+            view = EncodedSplits(capped, **encoded, labels=self.labels, texts=self.texts, subword=self.subword,
+                                 _subword_views=self._subword_views)  # shared: a view's own view is itself
+            if len(self._subword_views) >= 4:  # IMDB's 25,000 reviews are ~30 MB of ids per view
+                self._subword_views.pop(next(iter(self._subword_views)))
+            self._subword_views[max_features] = view
+        return view
 
     def train_lengths(self, max_features: int) -> np.ndarray:
         """Each training text's length in ids below `max_features`."""
@@ -260,16 +320,23 @@ def length_bucket_boundaries(lengths: np.ndarray, buckets: int = 10) -> list[int
     return [int(edge) for edge in edges if edge > 1]
 
 
-def encode_splits(data: PreparedData) -> EncodedSplits:
+def encode_splits(data: PreparedData, subword_size: int | None = None) -> EncodedSplits:
     """Fit the vocabulary on the training split only (so test words stay unseen) and encode all.
 
     The vocabulary carries the data's classes and cleaning mode, for logging and serving.
+    `subword_size` (the largest max_features a subword trial may use; None when none can) also
+    fits the subword tokenizer, on the same training split.
     """
     vocabulary = replace(fit_vocabulary(data.train.texts), classes=tuple(data.classes), cleaning=data.cleaning)
+    subword = None
+    if subword_size is not None:
+        subword = fit_subword(data.train.texts, subword_size, classes=tuple(data.classes), cleaning=data.cleaning)
     return EncodedSplits(
         vocabulary,
         train=vocabulary.encode(data.train.texts),
         val=vocabulary.encode(data.val.texts),
         test=vocabulary.encode(data.test.texts),
         labels={"train": data.train.labels, "val": data.val.labels, "test": data.test.labels},
+        texts={"train": data.train.texts, "val": data.val.texts, "test": data.test.texts},
+        subword=subword,
     )

@@ -1,0 +1,195 @@
+"""`tokenizer: subword`: BPE pieces fitted once per sweep, capped per trial, logged, promoted and served."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import yaml
+from tokenizers import Tokenizer
+
+from conftest import BIN, http_server, review_rows, use_own_store, write_sweep_file
+from textsweep import jobs
+from textsweep.config import DataConfig, parse_config
+from textsweep.data import clean_texts, prepare
+from textsweep.errors import ConfigError
+from textsweep.tracking import KERAS_MODEL_NAME
+from textsweep.subword import SUBWORD_FORMAT, SubwordTokenizer, fit_subword
+from textsweep.vocab import Vocabulary, encode_splits, fit_vocabulary, load_tokenizer
+
+MODEL_NAME = "rt-subword"
+CHAMPION = f"models:/{MODEL_NAME}@champion"
+
+
+@pytest.fixture(scope="module")
+def review_texts() -> list[str]:
+    rows = review_rows(1500, seed=3)
+    return clean_texts(rows["text"], "unicode").tolist()
+
+
+# ---------------------------------------------------------------- the tokenizer
+
+
+def test_a_capped_tokenizer_is_the_one_bpe_trains_at_that_size(review_texts):
+    fitted_once = fit_subword(review_texts[:1000], 2000)
+    assert fitted_once.size == 2000
+    trained_small = fit_subword(review_texts[:1000], 600)
+    capped = fitted_once.capped(600)
+    assert capped.size == trained_small.size == 600
+    model_of = lambda tokenizer: json.loads(tokenizer.tokenizer_json)["model"]  # noqa: E731
+    assert model_of(capped)["vocab"] == model_of(trained_small)["vocab"]
+    assert model_of(capped)["merges"] == model_of(trained_small)["merges"]
+    unseen = review_texts[1000:]
+    assert [list(ids) for ids in capped.encode(unseen)] == [list(ids) for ids in trained_small.encode(unseen)]
+    # fewer merges: the same texts take more pieces
+    assert sum(map(len, capped.encode(unseen))) > sum(map(len, fitted_once.encode(unseen)))
+
+
+def test_pieces_cover_word_forms_the_training_split_never_saw(review_texts):
+    vocabulary, subword = fit_vocabulary(review_texts), fit_subword(review_texts, 1000)
+    unseen = "unwatchableness overactingly"
+    assert not any(word in vocabulary.words for word in unseen.split())
+    assert len(vocabulary.encode([unseen])[0]) == 0  # the word tokenizer drops both words
+    pieces = subword.pieces(unseen)
+    assert len(pieces) >= 4 and pieces[0].startswith("▁") and "".join(pieces).replace("▁", " ").strip() == unseen
+    (ids,) = subword.encode([unseen])
+    assert ids.min() > 0 and ids.max() < 1000  # 0 is the padding the model masks
+    assert subword.pieces("ab☃cd") == subword.pieces("abcd")  # a character outside the alphabet is dropped
+
+
+def test_the_tokenizer_is_json_that_hf_tokenizers_reads_as_is(review_texts):
+    subword = fit_subword(review_texts, 800, classes=("neg", "pos"), cleaning="unicode").capped(500, maxlen=40)
+    saved = json.loads(subword.to_json())
+    assert saved["format"] == SUBWORD_FORMAT and saved["maxlen"] == 40 and saved["classes"] == ["neg", "pos"]
+    hf = Tokenizer.from_str(json.dumps(saved["tokenizer"]))
+    assert hf.get_vocab_size() == 500 and hf.token_to_id("[PAD]") == 0
+    loaded = load_tokenizer(subword.to_json())
+    assert isinstance(loaded, SubwordTokenizer) and loaded.classes == ("neg", "pos")
+    assert np.array_equal(loaded.encode_padded(review_texts[:20]), subword.encode_padded(review_texts[:20]))
+    assert loaded.encode_padded(review_texts[:1]).shape == (1, 40)
+    assert isinstance(load_tokenizer(fit_vocabulary(review_texts).to_json()), Vocabulary)
+
+
+def test_splits_are_encoded_once_per_max_features_below_the_cap():
+    data = prepare(review_rows(400, seed=2), DataConfig(source="mem", cleaning="unicode"))
+    encoded = encode_splits(data, subword_size=900)
+    assert encoded.vocabulary_sizes() == {"word": encoded.vocabulary.size, "subword": 900}
+    view = encoded.for_tokenizer("subword", 300)
+    assert view.vocabulary.size == 300 and isinstance(view.vocabulary, SubwordTokenizer)
+    assert max(int(ids.max(initial=0)) for ids in view.train) < 300
+    assert encoded.for_tokenizer("subword", 300) is view and view.for_tokenizer("subword", 300) is view
+    assert encoded.for_tokenizer("subword", 5000).vocabulary.size == 900  # capped to what was fitted
+    assert encoded.for_tokenizer("word", 300) is encoded
+    with pytest.raises(ValueError, match="no 'subword' tokenizer was fitted"):
+        encode_splits(data).for_tokenizer("subword", 300)
+
+
+# ---------------------------------------------------------------- the sweep file
+
+
+def test_the_tokenizer_is_searched_by_name_and_fitted_at_the_largest_max_features():
+    config = parse_config({"name": "t", "search": {"space": {"tokenizer": {"values": ["word", "subword"]},
+                                                             "max_features": {"min": 1000, "max": 8000, "step": 1000}}}})
+    assert config.search.space["tokenizer"].values == ["word", "subword"] and config.subword_size == 8000
+    assert parse_config({"name": "t"}).subword_size is None  # word only: nothing to fit
+    assert parse_config({"name": "t", "defaults": {"tokenizer": "subword", "max_features": 3000}}).subword_size == 3000
+    for space, problem in [
+        ({"tokenizer": {"values": ["bpe"]}}, r"space.tokenizer takes values from \['word', 'subword'\]"),
+        ({"tokenizer": {"min": 0, "max": 1}}, r"space.tokenizer takes values from"),
+        ({"max_features": {"values": ["many"]}}, r"space.max_features takes numbers; \['many'\] are not"),
+    ]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_config({"name": "t", "search": {"space": space}})
+    with pytest.raises(ConfigError, match="defaults.tokenizer"):
+        parse_config({"name": "t", "defaults": {"tokenizer": "bpe"}})
+
+
+# ---------------------------------------------------------------- end to end: sweep, promote, serve
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory):
+    """A 2-trial subword sweep on embedded reviews, promoted to `rt-subword@champion` by the CLI."""
+    directory = tmp_path_factory.mktemp("subword")
+    with pytest.MonkeyPatch.context() as patch:
+        use_own_store(patch, directory)
+        review_rows(400, seed=1).to_csv(directory / "reviews.csv", index=False)
+        sweep_file = write_sweep_file(
+            directory / "subword.yaml", name="rt-subword", source="reviews.csv",
+            data={"source": "reviews.csv", "seed": 42, "cleaning": "unicode"},
+            defaults={"tokenizer": "subword", "max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32,
+                      "epochs": 2, "recurrent_dropout": 0.0, "learning_rate": 0.01},
+            search={"algorithm": "random", "max_trials": 2, "space": {"max_features": {"values": [250, 400]}}},
+            registry={"model_name": MODEL_NAME},
+        )
+        environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        outputs = []
+        for command in (["sweep", "--quiet"], ["promote"]):
+            result = subprocess.run([str(BIN / "textsweep"), *command, "--config", str(sweep_file)], cwd=directory,
+                                    env=environment, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            outputs.append(result.stdout)
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        yield directory, outputs
+
+
+def trial_runs(experiment_name: str):
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    return mlflow.search_runs([experiment.experiment_id], filter_string="tags.`textsweep.kind` = 'trial'", output_format="list")
+
+
+def test_each_subword_trial_logs_its_own_tokenizer_json(promoted):
+    runs = trial_runs("rt-subword")
+    assert len(runs) == 2 and {run.data.params["tokenizer"] for run in runs} == {"subword"}
+    for run in runs:
+        artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "tokenizer")]
+        assert artifacts == ["tokenizer/subword.json"]
+        tokenizer = load_tokenizer(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/tokenizer/subword.json"))
+        assert isinstance(tokenizer, SubwordTokenizer)
+        assert tokenizer.size == int(run.data.params["max_features"])  # the trial's own cap
+        assert tokenizer.maxlen == int(run.data.params["maxlen_effective"])
+        (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                               filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{KERAS_MODEL_NAME}'")
+        keras_model = mlflow.tensorflow.load_model(f"models:/{model.model_id}")
+        assert keras_model.layers[0].input_dim == tokenizer.size
+
+
+def test_the_promoted_subword_model_is_code_json_and_keras_not_a_pickle(promoted):
+    directory, (_, promote_output) = promoted
+    assert f"registered as '{MODEL_NAME}' version 1" in promote_output, promote_output
+    local = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(directory / "download")))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    assert set(mlmodel["flavors"]["python_function"]["artifacts"]) == {"subword_tokenizer", "keras_model"}
+    saved = json.loads((local / "artifacts" / "subword_tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["format"] == SUBWORD_FORMAT and saved["classes"] == [0, 1]
+    assert not [p.name for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    requirements = (local / "requirements.txt").read_text().split()
+    assert any(line.startswith("tokenizers==") for line in requirements), requirements
+
+
+def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_it(promoted):
+    directory, _ = promoted
+    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
+    trial_run = mlflow.get_run(version.tags["textsweep.trial_run_id"])
+    trial = jobs.load_trial_model(trial_run.info.experiment_id, trial_run.info.run_id)
+    texts = ["A wonderful, moving film!", "dull, lifeless and far too long", "", "unwatchableness"]
+    expected = trial.predict(texts)
+
+    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
+               "--host", "127.0.0.1", "-p", "{port}"]
+    with http_server(command, cwd=directory, env=environment, ready_path="/ping", log=directory / "serve.log") as url:
+        answer = requests.post(f"{url}/invocations", json={"inputs": {"text": texts}}, timeout=60)
+        refused = requests.post(f"{url}/invocations", json={"inputs": {"text": ["fine", None]}}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    served = pd.DataFrame(answer.json()["predictions"])
+    assert list(served["label"]) == list(expected["label"])
+    assert np.allclose(served["probability"], expected["probability"], atol=1e-6)
+    assert refused.status_code == 400 and "row 1 is missing" in refused.json()["message"]
