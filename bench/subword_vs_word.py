@@ -10,7 +10,7 @@ inner character, seeded). Prints val and test accuracy, test accuracy with typos
 per epoch; the ratio printed last is the best subword arm's test accuracy with typos / the word
 arm's.
 
-    python bench/subword_vs_word.py            # Uzbek set, the params below (~15 min on 2 cores)
+    python bench/subword_vs_word.py            # Uzbek set, the params below (~5 min on 2 cores)
     python bench/subword_vs_word.py --smoke    # seconds: checks that the bench runs (CI)
 
 The data is benchdata.data_source(): TEXTSWEEP_BENCH_DATA, else ../shared/data/sentiment_uz.csv, else IMDB.
@@ -27,10 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchdata import seed_a_config  # noqa: E402
 
-# The region the Uzbek sweeps found best (BENCHMARKS.md section 8): unidirectional here, for time.
-PARAMS = {"embed_dim": 128, "lstm_out": 196, "spatial_dropout": 0.2, "dropout": 0.2, "recurrent_dropout": 0.0,
-          "batch_size": 64, "learning_rate": 0.0005, "epochs": 7}
-WORD_MAX_FEATURES = 16000
+# The champion of the one-hour Uzbek sweep (BENCHMARKS.md section 8, trial 38), with its word
+# vocabulary (all 22,527 words) against subword vocabularies of several sizes.
+PARAMS = {"embed_dim": 128, "lstm_out": 140, "spatial_dropout": 0.3, "dropout": 0.1, "recurrent_dropout": 0.0,
+          "batch_size": 32, "learning_rate": 0.0006128, "bidirectional": True, "epochs": 7}
+WORD_MAX_FEATURES = 24000
 SUBWORD_MAX_FEATURES = (4000, 8000, 16000)
 TYPO_RATE = 0.25
 
@@ -89,12 +90,14 @@ def main() -> None:
 
     params = dict(PARAMS) | ({"epochs": 1} if args.smoke else {})
     config = seed_a_config("bench-subword", smoke=args.smoke, imdb_limit=6000, **params)
+    if config.data.source.endswith("sentiment_uz.csv"):  # sweeps/uz.yaml's split (its cleaning decides the rows)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"cleaning": "seed_a"})})
     word_size, subword_sizes = (300, (300,)) if args.smoke else (WORD_MAX_FEATURES, SUBWORD_MAX_FEATURES)
     data = load_data(config.data)
     rng = random.Random(7)
     typo_texts = [with_typos(text, rng) for text in data.test.texts]
     encoded = encode_splits(data, subword_size=max(subword_sizes))
-    print(f"data {config.data.source}: {len(data.train.texts)} train / {len(data.val.texts)} val / "
+    print(f"data {config.data.source} (fingerprint {data.fingerprint}): {len(data.train.texts)} train / {len(data.val.texts)} val / "
           f"{len(data.test.texts)} test rows; params {params}")
     arms = [run_arm(config, encoded, data, typo_texts, "word", word_size)]
     arms += [run_arm(config, encoded, data, typo_texts, "subword", size) for size in subword_sizes]

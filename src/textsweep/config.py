@@ -188,6 +188,8 @@ class SpaceEntry(_Section):
 
     def including(self, value: float) -> SpaceEntry:
         """This entry widened to hold `value` (the default, which every sweep runs as trial 0)."""
+        if not isinstance(value, str):
+            value = float(value)  # as validation reads a number or a boolean in `values`
         if self.values is not None:
             return self if value in self.values else self.model_copy(update={"values": sorted([*self.values, value])})
         if self.step is not None and self.sampling == "linear":
