@@ -193,3 +193,16 @@ def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_i
     assert list(served["label"]) == list(expected["label"])
     assert np.allclose(served["probability"], expected["probability"], atol=1e-6)
     assert refused.status_code == 400 and "row 1 is missing" in refused.json()["message"]
+
+
+def test_a_training_run_with_the_subword_tokenizer_logs_it_beside_its_test_accuracy(tmp_path, monkeypatch):
+    use_own_store(monkeypatch, tmp_path)
+    config = {"name": "rt-subword-train", "data": {"source": "mem", "cleaning": "unicode"},
+              "defaults": {"tokenizer": "subword", "max_features": 500, "embed_dim": 8, "lstm_out": 8, "batch_size": 32,
+                           "epochs": 1, "recurrent_dropout": 0.0}}
+    result = jobs.train(config, data=review_rows(300, seed=4))
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["tokenizer"] == "subword"
+    tokenizer = load_tokenizer(mlflow.artifacts.load_text(f"runs:/{result.run_id}/tokenizer/subword.json"))
+    assert isinstance(tokenizer, SubwordTokenizer) and tokenizer.size == 500
+    assert 0 <= result.metrics["test_accuracy"] <= 1
