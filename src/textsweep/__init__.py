@@ -11,7 +11,7 @@ From a notebook or a script::
 
 The CLI (`textsweep sweep|train|promote|predict|runs`) is a thin layer over these functions.
 The data flows one way through the modules:
-config -> data -> vocab -> model -> tuning -> distributed -> tracking -> serving -> registry
+config -> data -> vocab (word; subword for BPE pieces) -> model -> tuning -> distributed -> tracking -> serving -> registry
 -> jobs (the API below) -> cli. TensorFlow loads only when a job needs it.
 """
 
