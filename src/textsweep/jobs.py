@@ -169,8 +169,7 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
 
     defaults = config.defaults
     params = defaults.model_copy(update={"max_features": encoded.cap_max_features(defaults.max_features, defaults.tokenizer)})
-    encoded = encoded.for_tokenizer(params.tokenizer, params.max_features)
-    maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
+    encoded, maxlen = encoded.seen_by(params), encoded.maxlen_for(params)
     with tracking.job_run(client, config, kind="train") as run:
         tracking.log_sweep_file(config)
         tracking.log_params(params, maxlen, encoded)

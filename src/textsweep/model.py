@@ -201,8 +201,7 @@ def fit_model(model: keras.Model, params: TrainingParams, encoded: EncodedSplits
     evaluation pad, also when training batches are length-bucketed (`params.length_buckets`):
     the model then masks the padding, so the two paddings give the same predictions.
     """
-    encoded = encoded.for_tokenizer(params.tokenizer, params.max_features)
-    maxlen = encoded.resolve_maxlen(params.max_features, params.maxlen)
+    encoded, maxlen = encoded.seen_by(params), encoded.maxlen_for(params)
     train = encoded.dataset(
         "train", params.max_features, maxlen, params.batch_size,
         shuffle=True, seed=params.seed, length_buckets=params.length_buckets,

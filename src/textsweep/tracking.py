@@ -294,7 +294,7 @@ def log_params(params: TrainingParams, maxlen: int, encoded: EncodedSplits, sear
 
     values = params.model_dump() | {"maxlen_effective": maxlen, "lstm_kernel": lstm_kernel(params, bool(gpu_names()))}
     if params.maxlen is None:  # derived from the data: the longest text, capped (vocab.resolve_maxlen)
-        values["maxlen_longest"] = encoded.for_tokenizer(params.tokenizer, params.max_features).longest(params.max_features)
+        values["maxlen_longest"] = encoded.seen_by(params).longest(params.max_features)
     if searched_max_features is not None and searched_max_features != params.max_features:
         values["max_features_searched"] = searched_max_features  # capped to the vocabulary's size
     mlflow.log_params(values)
@@ -311,7 +311,7 @@ def log_dataset(data: PreparedData, name: str) -> None:
 
 def log_vocabulary(encoded: EncodedSplits, params: TrainingParams, maxlen: int) -> None:
     """The tokenizer the model was trained with: ids < max_features and the padded length."""
-    tokenizer = encoded.for_tokenizer(params.tokenizer, params.max_features).vocabulary
+    tokenizer = encoded.seen_by(params).vocabulary
     mlflow.log_text(tokenizer.capped(params.max_features, maxlen).to_json(), TOKENIZER_FILES[params.tokenizer])
 
 
@@ -378,7 +378,7 @@ class TrialTracking:
         super().on_trial_begin(trial)
         context = self.trial_context
         params = self.hypermodel.params(trial.hyperparameters)
-        maxlen = context.encoded.for_tokenizer(params.tokenizer, params.max_features).resolve_maxlen(params.max_features, params.maxlen)
+        maxlen = context.encoded.maxlen_for(params)
         supersede_earlier_runs(MlflowClient(), context.experiment_id, context.sweep_run_id, trial.trial_id)
         mlflow.start_run(
             experiment_id=context.experiment_id,
@@ -422,7 +422,7 @@ class TrialTracking:
         if score is not None:
             mlflow.log_metric(f"best_{context.objective}", score)
         params = self.hypermodel.params(trial.hyperparameters)
-        maxlen = context.encoded.for_tokenizer(params.tokenizer, params.max_features).resolve_maxlen(params.max_features, params.maxlen)
+        maxlen = context.encoded.maxlen_for(params)
         log_vocabulary(context.encoded, params, maxlen)
         log_learning_curves(context.histories.pop(trial.trial_id, {}), f"trial {trial.trial_id}")
         # The best epoch's weights (KerasTuner's checkpoint), as the objective saw them; loaded

@@ -206,6 +206,14 @@ class EncodedSplits:
             return self.subword
         raise ValueError(f"no {tokenizer!r} tokenizer was fitted for these splits (encode_splits(subword_size=...))")
 
+    def seen_by(self, params: Any) -> EncodedSplits:
+        """`for_tokenizer` at a run's params (config.TrainingParams: its tokenizer and max_features)."""
+        return self.for_tokenizer(params.tokenizer, params.max_features)
+
+    def maxlen_for(self, params: Any) -> int:
+        """The padded length a run with these params trains, validates and is served at."""
+        return self.seen_by(params).resolve_maxlen(params.max_features, params.maxlen)
+
     def for_tokenizer(self, tokenizer: str, max_features: int) -> EncodedSplits:
         """The splits as a model with this tokenizer and `max_features` sees them.
 
