@@ -17,7 +17,10 @@ config -> data -> vocab (word; subword for BPE pieces) -> model -> tuning -> dis
 
 __version__ = "0.1.0"
 
+from textsweep.devices import default_to_memory_growth  # noqa: E402
 from textsweep.errors import ConfigError, DataError, RegistryError, SweepError, TextsweepError, TrackingError  # noqa: E402
+
+default_to_memory_growth()  # before anything here loads TensorFlow (devices.py)
 
 _API = ("sweep", "train", "promote", "load_model", "SweepResult", "TrainResult", "RawTextModel")
 __all__ = [*_API, "TextsweepError", "ConfigError", "DataError", "TrackingError", "RegistryError", "SweepError"]

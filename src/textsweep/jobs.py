@@ -252,6 +252,10 @@ def sweep(
 
     with environment(local_chief_environment() if workers else {}):
         role = distributed_role()
+        if role == "chief":
+            from textsweep.devices import stay_off_gpus
+
+            stay_off_gpus()  # before its tuner builds a model: the GPUs are the workers'
         if role == "worker":
             return sweep_as_worker(client, config, prepared, encoded, quiet=quiet, callbacks=callbacks, stream=stream)
         return sweep_as_owner(

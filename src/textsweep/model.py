@@ -3,8 +3,10 @@
 Seed A (default params): Embedding(2000, 128) -> SpatialDropout1D(0.4) ->
 LSTM(196, dropout=0.2, recurrent_dropout=0.2) -> Dense(2, softmax).
 With `length_buckets` (the default) the Embedding masks id 0 (`mask_zero=True`, no extra
-weights): the LSTM skips the pre-padding, so a text's output does not depend on its padded
-length. `length_buckets: false` is seed A's unmasked computation, every batch padded to maxlen.
+weights): the LSTM skips the padding, so a text's output does not depend on its padded
+length, and `layers.RightPaddedRNN` hands the LSTM that mask right-padded with no fully masked
+row, so Keras runs it on cuDNN on a GPU. `length_buckets: false` is seed A's unmasked
+computation, every batch padded to maxlen (cuDNN too). `recurrent_dropout > 0` rules cuDNN out.
 Seed B: `output: sigmoid`, `spatial_dropout: 0`: Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid).
 With more classes, `output: softmax` has one unit per class (`Dense(num_classes, softmax)`);
 `sigmoid` is the binary output only.
@@ -20,6 +22,7 @@ import keras_tuner as kt
 
 from textsweep.config import SWEPT_PARAMS, SpaceEntry, TrainingParams, params_with
 from textsweep.errors import ConfigError
+from textsweep.layers import RightPaddedRNN
 from textsweep.vocab import EncodedSplits
 
 
@@ -29,28 +32,35 @@ def masks_padding(params: TrainingParams) -> bool:
     return params.length_buckets
 
 
-def lstm_kernel(params: TrainingParams, gpu: bool) -> str:
-    """Which LSTM implementation Keras picks.
+def lstm_kernel(params: TrainingParams) -> str:
+    """Which LSTM implementation Keras runs, in this process, for a model `build_model` built.
 
-    `recurrent_dropout > 0` forces the per-gate step loop ("generic"); otherwise the step loop
-    with fused gate products runs on a CPU ("fused"), and cuDNN on a GPU unless the padding is
-    masked: cuDNN takes only right-padded masks and textsweep pre-pads, so a masked LSTM is
-    built with `use_cudnn=False` and runs the fused step loop there too.
+    `recurrent_dropout > 0` takes the per-gate step loop ("generic"); otherwise Keras runs cuDNN
+    where its own test (`cudnn_ok`: the activations, no unroll, a bias, a visible GPU) passes
+    ("cudnn"), and the step loop with fused gate products elsewhere ("fused"). The masked model
+    feeds cuDNN what it accepts (layers.RightPaddedRNN), so the mask does not change the answer.
     """
     if params.recurrent_dropout > 0:
         return "generic"
-    return "cudnn" if gpu and not masks_padding(params) else "fused"
+    # The exact test `LSTM.inner_loop` applies; Keras exports no public name for it.
+    from keras.src.backend import cudnn_ok
+
+    eligible = cudnn_ok(keras.activations.tanh, keras.activations.sigmoid, unroll=False, use_bias=True)
+    return "cudnn" if eligible else "fused"
 
 
-def build_model(params: TrainingParams, num_classes: int = 2) -> keras.Model:
+def build_model(params: TrainingParams, num_classes: int = 2, *, use_cudnn: bool | str = "auto") -> keras.Model:
     """Build and compile the seeds' architecture for `num_classes` classes, seeded by `params.seed`.
 
     Labels are int class indices 0..num_classes-1 (data.PreparedData.classes orders them).
+    `use_cudnn` is the LSTM's: "auto" (cuDNN where Keras can, see `lstm_kernel`), or True / False
+    to insist on cuDNN (Keras raises where it cannot) or on the step loop (bench/gpu_check.py).
     """
     check_output_fits(params.output, num_classes)
     keras.utils.set_random_seed(params.seed)
-    if params.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    # The policy is global: set it both ways, so that a mixed-precision trial leaves no trace in
+    # the next one. The output layer stays float32 either way (softmax/sigmoid on float16 saturate).
+    keras.mixed_precision.set_global_policy("mixed_float16" if params.mixed_precision else "float32")
     masked = masks_padding(params)
     layers: list[keras.Layer] = [
         keras.Input(shape=(None,), dtype="int32"),
@@ -59,12 +69,12 @@ def build_model(params: TrainingParams, num_classes: int = 2) -> keras.Model:
     if params.spatial_dropout > 0:
         layers.append(keras.layers.SpatialDropout1D(params.spatial_dropout))  # passes the mask on
     lstm = keras.layers.LSTM(
-        params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout,
-        # cuDNN rejects a pre-padded mask at run time (Keras asserts right padding); "auto"
-        # keeps cuDNN for the unmasked seed-A computation on a GPU.
-        use_cudnn=False if masked else "auto",
+        params.lstm_out, dropout=params.dropout, recurrent_dropout=params.recurrent_dropout, use_cudnn=use_cudnn
     )
-    layers.append(keras.layers.Bidirectional(lstm) if params.bidirectional else lstm)
+    recurrent = keras.layers.Bidirectional(lstm) if params.bidirectional else lstm
+    # The masked input arrives pre-padded and may hold a text with no known word: the wrapper
+    # hands the LSTM what cuDNN accepts, with the same answer (layers.py).
+    layers.append(RightPaddedRNN(recurrent) if masked else recurrent)
     if params.output == "softmax":
         # Integer labels with sparse cross-entropy: the same loss as seed A's one-hot
         # categorical_crossentropy, without materialising one-hot arrays.
@@ -170,15 +180,20 @@ class LstmHyperModel(kt.HyperModel):
         return tuple(sorted((name, repr(value)) for name, value in hp.values.items()))
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        return build_model(self.params(hp), self.num_classes)
+        params = self.params(hp)
+        try:
+            return build_model(params, self.num_classes)
+        except Exception as exc:  # the weights may not fit on the GPU either
+            raise kt.errors.FailedTrialError(trial_failure(exc, params)) from exc
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, encoded: EncodedSplits, **fit_kwargs: Any):
         """Train one trial. Any failure becomes KerasTuner's `FailedTrialError`, so the trial is
         recorded as FAILED, the sweep goes on, and the oracle counts consecutive failures."""
+        params = self.params(hp)
         try:
-            history = fit_model(model, self.params(hp), encoded, **fit_kwargs)
+            history = fit_model(model, params, encoded, **fit_kwargs)
         except Exception as exc:  # out of memory, a bad kernel, a bug: one trial's problem
-            raise kt.errors.FailedTrialError(f"{type(exc).__name__}: {exc}") from exc
+            raise kt.errors.FailedTrialError(trial_failure(exc, params)) from exc
         losses = history.history.get("loss", [])
         if any(math.isnan(loss) for loss in losses):
             first = next(i for i, loss in enumerate(losses) if math.isnan(loss))
@@ -187,6 +202,20 @@ class LstmHyperModel(kt.HyperModel):
                 "or narrow the search space)"
             )
         return history
+
+
+def trial_failure(exc: Exception, params: TrainingParams) -> str:
+    """One line on why a trial failed; for running out of (GPU) memory, what to lower."""
+    import tensorflow as tf
+
+    if isinstance(exc, tf.errors.ResourceExhaustedError) or "OOM when allocating" in str(exc):
+        device = "GPU" if tf.config.list_logical_devices("GPU") else "host"
+        return (
+            f"out of {device} memory (ResourceExhaustedError) with batch_size={params.batch_size}, "
+            f"max_features={params.max_features}, embed_dim={params.embed_dim}, lstm_out={params.lstm_out}: "
+            "lower them in search.space (or set defaults.mixed_precision: true on a GPU); the sweep goes on"
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 # Validation only runs the model forward, and no layer depends on the batch, so a larger batch

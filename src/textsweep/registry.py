@@ -265,7 +265,9 @@ def trial_keras_model(trial: TrialChoice) -> Any:
             f"trial run {trial.run_id} (trial {trial.trial_id}) has no logged Keras model {KERAS_MODEL_NAME!r}; "
             "it cannot be promoted. Re-run the sweep with --restart, or pass another --sweep-run-id"
         )
-    return mlflow.tensorflow.load_model(f"models:/{models[0].model_id}")
+    from textsweep.layers import keep_legacy_lstms_off_cudnn  # also registers RightPaddedRNN for loading
+
+    return keep_legacy_lstms_off_cudnn(mlflow.tensorflow.load_model(f"models:/{models[0].model_id}"))
 
 
 def trial_vocabulary(trial: TrialChoice) -> str:

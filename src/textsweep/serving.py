@@ -262,7 +262,10 @@ class TextClassifier(PythonModel):
         vocabulary_json = Path(context.artifacts[artifact]).read_text(encoding="utf-8")
         self.vocabulary = load_tokenizer(vocabulary_json)
         self.per_class = saves_classes(vocabulary_json)
-        self.keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
+        from textsweep.layers import keep_legacy_lstms_off_cudnn  # also registers RightPaddedRNN for loading
+
+        keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
+        self.keras_model = keep_legacy_lstms_off_cudnn(keras_model)
         _check_texts_in_scoring_server()
 
     # `pd.DataFrame` is the hint MLflow infers no schema from: the logged signature (`signature`,

@@ -39,6 +39,7 @@ from mlflow.tracking import MlflowClient
 from textsweep import __version__, plots
 from textsweep.config import NAMED_PARAMS, SWEPT_PARAMS, SweepConfig, TrainingParams
 from textsweep.data import PreparedData
+from textsweep.devices import gpu_in_use, gpu_names
 from textsweep.errors import TrackingError
 from textsweep.vocab import EncodedSplits
 
@@ -248,17 +249,6 @@ def end_active_runs(status: str) -> None:
 
 
 @functools.cache
-def gpu_names() -> tuple[str, ...]:
-    import tensorflow as tf
-
-    names = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(gpu)
-        names.append(details.get("device_name", gpu.name))
-    return tuple(names)
-
-
-@functools.cache
 def environment_tags() -> dict[str, str]:
     """Device and software versions; no environment secret is ever read here."""
     import keras
@@ -269,6 +259,7 @@ def environment_tags() -> dict[str, str]:
     tags = {
         "textsweep.device": gpus[0] if gpus else "CPU",
         "textsweep.gpu_count": str(len(gpus)),
+        "textsweep.gpu": gpu_in_use() or "none",  # the machine's GPU index, as workers are pinned
         "textsweep.cpu": platform.processor() or platform.machine(),
         "textsweep.cpu_count": str(os.cpu_count()),
         "textsweep.tensorflow_version": tf.__version__,
@@ -292,7 +283,7 @@ def log_params(params: TrainingParams, maxlen: int, encoded: EncodedSplits, sear
     """Every training param, the padded length and kernel actually used, and the caps that applied."""
     from textsweep.model import lstm_kernel
 
-    values = params.model_dump() | {"maxlen_effective": maxlen, "lstm_kernel": lstm_kernel(params, bool(gpu_names()))}
+    values = params.model_dump() | {"maxlen_effective": maxlen, "lstm_kernel": lstm_kernel(params)}
     if params.maxlen is None:  # derived from the data: the longest text, capped (vocab.resolve_maxlen)
         values["maxlen_longest"] = encoded.seen_by(params).longest(params.max_features)
     if searched_max_features is not None and searched_max_features != params.max_features:
