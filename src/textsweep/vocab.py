@@ -279,7 +279,9 @@ class EncodedSplits:
         `arrays()` (seed A). With it, texts of similar length are batched together and each batch
         is pre-padded only to its own longest text: the LSTM then runs over far fewer padding
         steps. Without a mask that would change what the LSTM sees (seed A's leading zeros feed it),
-        so `TrainingParams.length_buckets` also masks the padding (model.masks_padding).
+        so `TrainingParams.length_buckets` also masks the padding (model.masks_padding). Batches
+        stay pre-padded, as seed A, the validation split and serving pad: inside the model,
+        layers.RightPaddedRNN hands the LSTM the right-padded mask cuDNN needs.
         """
         import tensorflow as tf  # deferred: importing TensorFlow costs seconds
 
