@@ -11,8 +11,9 @@ From a notebook or a script::
 
 The CLI (`textsweep sweep|train|promote|predict|runs`) is a thin layer over these functions.
 The data flows one way through the modules:
-config -> data -> vocab (word; subword for BPE pieces) -> model -> tuning -> distributed -> tracking -> serving -> registry
--> jobs (the API below) -> cli. TensorFlow loads only when a job needs it.
+config -> data -> vocab (word; subword for BPE pieces) -> layers -> model -> tuning -> distributed -> tracking -> serving
+-> registry -> jobs (the API below) -> cli; devices (where TensorFlow runs) is a leaf. TensorFlow loads only when a job
+needs it.
 """
 
 __version__ = "0.1.0"
