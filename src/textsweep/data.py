@@ -293,7 +293,8 @@ def unspaced_scripts_of(texts: Iterable[str]) -> tuple[int, list[str]]:
             texts_of_any += 1
             for name, pattern in patterns.items():
                 texts_of_script[name] += pattern.search(text) is not None
-    return texts_of_any, [name for name in sorted(UNSPACED_SCRIPTS, key=lambda n: -texts_of_script[n]) if texts_of_script[name]]
+    most_first = sorted(UNSPACED_SCRIPTS, key=lambda name: -texts_of_script[name])
+    return texts_of_any, [name for name in most_first if texts_of_script[name]]
 
 
 def _plain(value: Any) -> Any:
