@@ -105,3 +105,96 @@ def test_missing_sweep_file(tmp_path):
 def test_params_with_casts_integer_hyperparameters():
     params = params_with(parse_config({"name": "x"}).defaults, {"embed_dim": 64.0, "dropout": 0.3})
     assert params.embed_dim == 64 and isinstance(params.embed_dim, int) and params.dropout == 0.3
+
+
+# ---------------------------------------------------------------- booleans are not numbers
+
+SECTIONS = {"data": "DataConfig", "defaults": "TrainingParams", "search": "SearchConfig", "registry": "RegistryConfig"}
+LABEL_FIELDS = {("data", "classes"), ("data", "label_map")}  # labels may be booleans; label_map is checked below
+
+
+def numeric_fields() -> list[tuple[str, str]]:
+    """Every (section, key) typed as a number, found from the models: a new numeric key is checked too."""
+    import textsweep.config as config_module
+
+    found = []
+    for section, model_name in SECTIONS.items():
+        for key, field in getattr(config_module, model_name).model_fields.items():
+            text = repr(field.annotation)
+            if field.annotation is not bool and ("int" in text or "float" in text) and (section, key) not in LABEL_FIELDS:
+                found.append((section, key))
+    return found
+
+
+def test_every_numeric_key_is_found():
+    assert len(numeric_fields()) == 19 and ("defaults", "batch_size") in numeric_fields()
+
+
+@pytest.mark.parametrize(("section", "key"), numeric_fields(), ids=lambda v: v)
+@pytest.mark.parametrize("boolean", [True, False])
+def test_booleans_are_refused_for_every_numeric_key(section, key, boolean):
+    assert f"{section}.{key}: {str(boolean).lower()} is a boolean, not a number" in error_of({"name": "x", section: {key: boolean}})
+
+
+@pytest.mark.parametrize(
+    "space, expected",
+    [
+        ({"batch_size": {"values": [True, 64]}}, "space.batch_size takes numbers; [True, 64] holds booleans"),
+        ({"dropout": {"min": False, "max": 0.3}}, "search.space.dropout.min: false is a boolean, not a number"),
+        ({"embed_dim": {"min": 8, "max": True}}, "search.space.embed_dim.max: true is a boolean"),
+        ({"embed_dim": {"min": 8, "max": 64, "step": True}}, "search.space.embed_dim.step: true is a boolean"),
+    ],
+)
+def test_booleans_are_refused_in_the_space_of_numeric_keys(space, expected):
+    assert expected in error_of({"name": "x", "search": {"space": space}})
+
+
+def test_booleans_are_refused_in_sweep_files_and_dicts_alike_and_durations_and_label_map_indices(tmp_path):
+    from textsweep.jobs import resolve_config
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: x\ndefaults: {batch_size: true}\n")  # trained with batch size 1 before
+    with pytest.raises(ConfigError, match="defaults.batch_size: true is a boolean, not a number; write a number"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="defaults.batch_size: true is a boolean"):
+        resolve_config({"name": "x", "defaults": {"batch_size": True}})
+    assert "search.max_time: true is a boolean, not a duration" in error_of({"name": "x", "search": {"max_time": True}})
+    assert "data.label_map.pos: true is a boolean" in error_of({"name": "x", "data": {"label_map": {"neg": 0, "pos": True}}})
+    # the one boolean key that is searched keeps its values, and numbers stay numbers
+    space = parse_config({"name": "x", "search": {"space": {"bidirectional": {"values": [False, True]}}}}).search.space
+    assert space["bidirectional"].values == [0.0, 1.0]
+    assert parse_config({"name": "x", "defaults": {"batch_size": 64.0, "dropout": 0}}).defaults.batch_size == 64
+
+
+# ---------------------------------------------------------------- smaller mistakes
+
+
+def test_label_map_number_keys_are_labels_and_boolean_keys_get_the_quoting_hint():
+    config = parse_config(yaml.safe_load("name: x\ndata: {label_map: {0: 0, 1: 1, 2: 1}}"))
+    assert config.data.label_map == {0: 0, 1: 1, 2: 1}
+    # written back (sweep.yaml, the workers' file) with the keys still numbers
+    assert parse_config(yaml.safe_load(config.to_yaml())).data.label_map == {0: 0, 1: 1, 2: 1}
+    assert "data.label_map: key True is a boolean: YAML reads unquoted yes/no/true/false/on/off as booleans; quote" in error_of(
+        yaml.safe_load("name: x\ndata: {label_map: {yes: 1, no: 0}}"))
+    assert "keys [1, '1'] are one label written twice" in error_of({"name": "x", "data": {"label_map": {1: 0, "1": 1}}})
+
+
+def test_the_same_column_for_text_and_label_is_refused_at_load():
+    assert "data: text_column and label_column are both 'review'; the texts and their labels are two columns" in error_of(
+        {"name": "x", "data": {"text_column": "review", "label_column": "review"}})
+
+
+def test_a_directory_as_sweep_file_says_it_is_one_and_what_to_pass(tmp_path):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "mine.yaml").write_text("name: mine\n")
+    (tmp_path / "python_env.yaml").write_text("python: '3.11'\n")  # YAML, but no sweep file
+    with pytest.raises(ConfigError, match=r"sweep file '.*' is a directory, not a file; pass a sweep file \(YAML\), "
+                                          r"e.g. --config .*sweeps/mine.yaml"):
+        load_config(tmp_path)
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).parent / "textsweep"), "sweep", "--config", "."]
+    cli = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert cli.returncode != 0 and "Traceback" not in cli.stderr
+    assert "textsweep: error: sweep file '.' is a directory, not a file; pass a sweep file (YAML), e.g. --config sweeps/mine.yaml" in cli.stderr

@@ -207,3 +207,83 @@ def test_hub_file_in_the_cache_is_used_offline(tmp_path, monkeypatch):
 def test_malformed_hub_source():
     with pytest.raises(DataError, match="expected hf://datasets/<owner>/<repo>/<file>"):
         download_from_hub("hf://datasets/only-owner")
+
+
+# ---------------------------------------------------------------- one label, one class
+
+
+def numbered(n: int) -> list[str]:
+    return [f"review number {i} {'good' if i % 2 else 'bad'}" for i in range(n)]
+
+
+def test_labels_that_differ_only_by_type_are_one_class():
+    """1, "1", 1.0 and True in one column (a DataFrame built from two sources) are class 1, 0 and "0" class 0."""
+    ones, zeros = [1, "1", 1.0, True, " 1"], [0, "0", 0.0, False, "0.0"]
+    labels = [(ones if i % 2 else zeros)[(i // 2) % 5] for i in range(200)]
+    data = prepare(frame(numbered(200), pd.Series(labels, dtype=object)), DataConfig(source="mem"))
+    plain = prepare(frame(numbered(200), [i % 2 for i in range(200)]), DataConfig(source="mem"))
+    assert data.classes == [0, 1] and type(data.classes[1]) is int
+    assert data.fingerprint == plain.fingerprint  # the same rows with the same classes
+    # strings that spell numbers stay strings when the column holds no number
+    strings = prepare(frame(numbered(200), [str(i % 2) for i in range(200)]), DataConfig(source="mem"))
+    assert strings.classes == ["0", "1"]
+    # numbers merge with their spelling; other strings stay classes of their own
+    mixed = prepare(frame(numbered(300), pd.Series([[2, "2", "neutral"][i % 3] for i in range(300)], dtype=object)),
+                    DataConfig(source="mem"))
+    assert mixed.classes == [2, "neutral"]
+
+
+def test_labels_that_still_differ_only_by_type_are_refused_with_the_values_and_the_fix():
+    labels = pd.Series([[True, "True", False][i % 3] for i in range(90)], dtype=object)
+    with pytest.raises(DataError, match=r"label column 'label' holds True \(bool\) and 'True' \(str\), labels that differ "
+                                        r"only by type: one class or two\? Make the column one type \(e.g. "
+                                        r"frame\['label'\] = frame\['label'\].astype\(str\)\), or set data.label_map"):
+        prepare(frame(numbered(90), labels), DataConfig(source="mem"))
+    # label_map matches labels by their text: it says they are one class
+    mapped = prepare(frame(numbered(90), labels), DataConfig(source="mem", label_map={"False": 0, "True": 1}))
+    assert mapped.classes == ["False", "True"] and np.bincount(mapped.train.labels)[1] > np.bincount(mapped.train.labels)[0]
+
+
+def test_label_map_number_keys_match_labels_by_text_and_name_the_classes_as_written():
+    numbers = prepare(frame(numbered(90), [i % 3 for i in range(90)]), DataConfig(source="mem", label_map={0: 0, 1: 1, 2: 1}))
+    assert numbers.classes == [0, 1] and type(numbers.classes[0]) is int
+    spelled = prepare(frame(numbered(90), [str(i % 3) for i in range(90)]), DataConfig(source="mem", label_map={0: 0, 1: 1, 2: 1}))
+    assert spelled.fingerprint == numbers.fingerprint
+
+
+def test_a_dataframe_mixing_1_and_string_1_trains_one_class_and_mlflow_holds_two_classes(store):
+    import json
+
+    import mlflow
+
+    import textsweep
+
+    rows = review_rows(300)
+    mixed = rows.assign(label=pd.Series([label if i % 2 else str(label) for i, label in enumerate(rows["label"])], dtype=object))
+    tiny = {"name": "mixed-labels", "defaults": {"max_features": 300, "embed_dim": 4, "lstm_out": 4, "epochs": 1,
+                                                  "recurrent_dropout": 0.0}}
+    result = textsweep.train(tiny, data=mixed)
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and json.loads(run.data.params["data_classes"]) == [0, 1]
+    vocabulary = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/tokenizer/vocabulary.json"))
+    assert vocabulary["classes"] == [0, 1]
+    refused = rows.assign(label=pd.Series([bool(label) if i % 2 else str(bool(label)) for i, label in enumerate(rows["label"])],
+                                          dtype=object))
+    with pytest.raises(DataError, match=r"holds .* labels that differ only by type"):
+        textsweep.train(tiny | {"name": "refused-labels"}, data=refused)
+    assert mlflow.get_experiment_by_name("refused-labels") is None  # refused before any run
+
+
+# ---------------------------------------------------------------- cleaning that empties the texts
+
+
+def test_texts_that_clean_to_nothing_name_a_cleaning_that_keeps_them():
+    emoji = frame([f"{'😀👍' * (i % 4 + 1)}{'🎉' * (i % 7)}" for i in range(60)], [0, 1] * 30)
+    with pytest.raises(DataError) as unicode_empties:
+        prepare(emoji, DataConfig(source="mem"))
+    message = str(unicode_empties.value)
+    assert message.startswith("data.cleaning 'unicode' empties 60 of 60 texts")
+    assert message.endswith("set data.cleaning to none (the text as given)")  # not the mode that emptied them
+    with pytest.raises(DataError, match=r"set data.cleaning to none \(the text as given\)$"):
+        prepare(emoji, DataConfig(source="mem", cleaning="seed_a"))
+    assert prepare(emoji, DataConfig(source="mem", cleaning="none")).stats["rows_used"] > 20

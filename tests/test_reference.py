@@ -55,3 +55,33 @@ def test_reference_is_deterministic():
         second.test_f1_macro,
     )
     assert np.array_equal(first.pipeline.predict_proba(data.val.texts), second.pipeline.predict_proba(data.val.texts))
+
+
+def test_reference_keeps_word_features_where_words_repeat():
+    result = fit_reference(prepare(review_rows(400, seed=1), DataConfig(source="mem")))
+    assert result.params["features"] == "word+char" and "word_features" not in result.params
+
+
+def rows_without_words(kind: str, n: int = 200) -> pd.DataFrame:
+    """Texts whose classes differ by characters, with no word that two texts share."""
+    rng = np.random.default_rng(0)
+    marks = {"chinese": (["好", "棒", "爱"], ["差", "烂", "恨"]), "emoji": (["😀", "👍", "🎉"], ["😡", "👎", "💩"]),
+             "one-word": (["good", "nice", "fine"], ["bad", "poor", "sad"])}[kind]
+    filler = {"chinese": "的了是在我有他这中大来上", "emoji": "🌙🌞⭐🌈🍀🍎", "one-word": "qwrtypsdfghjklzxcvbnm"}[kind]
+    rows = []
+    for index in range(n):
+        chars = list(rng.choice(list(filler), size=6)) + [str(rng.choice(marks[index % 2]))]
+        rng.shuffle(chars)
+        rows.append({"text": "".join(chars) + ("" if kind == "emoji" else str(index)), "label": index % 2})
+    return pd.DataFrame(rows)
+
+
+def test_reference_fits_texts_without_words_on_character_ngrams_and_says_so():
+    """Each would raise scikit-learn's "After pruning, no terms remain" or "empty vocabulary" (issue 20)."""
+    for kind, cleaning in (("chinese", "unicode"), ("emoji", "none"), ("one-word", "unicode")):
+        data = prepare(rows_without_words(kind), DataConfig(source="mem", cleaning=cleaning))
+        result = fit_reference(data)
+        assert result.params["features"] == "char", kind
+        reason = "no word in the training texts" if kind == "emoji" else "no word appears in 2 training texts"
+        assert result.params["word_features"].startswith(f"left out: {reason}"), kind
+        assert result.val_accuracy > 0.7 and result.test_accuracy > 0.7, kind  # balanced: chance is 0.5

@@ -25,7 +25,9 @@ from textsweep import serving
 from textsweep.config import DataConfig, TrainingParams, load_config
 from textsweep.data import prepare
 from textsweep.registry import promote
-from textsweep.serving import SIGNATURE, TextClassifier, checking_texts, class_columns, classify, signature, texts_of
+from textsweep.errors import DataError
+from textsweep.serving import (SIGNATURE, TextClassifier, checked_texts, checking_texts, class_columns, classify,
+                                 signature, texts_of)
 from textsweep.jobs import sweep as run_sweep
 from textsweep.vocab import Vocabulary, encode_splits
 
@@ -59,6 +61,16 @@ def test_malformed_requests_are_client_errors_that_say_what_to_send(request_data
         texts_of(request_data)
     assert raised.value.get_http_status_code() == 400
     assert '"dataframe_split"' in raised.value.message
+
+
+@pytest.mark.parametrize("request_data", [[None], ["a", 3], pd.DataFrame({"text": ["a", True]}), 7, pd.DataFrame({"x": ["a"]})])
+def test_in_process_predict_has_the_servers_rule(request_data):
+    """`checked_texts` is the rule behind texts_of (the server's 400) and jobs.RawTextModel.predict."""
+    with pytest.raises(MlflowException) as served:
+        texts_of(request_data)
+    with pytest.raises(DataError) as in_process:
+        checked_texts(request_data)
+    assert served.value.message.startswith(f"{in_process.value}. Send each text as a JSON string")
 
 
 GOOD_TEXTS = ["Juda yaxshi ilova", ""]

@@ -6,13 +6,24 @@ Every default lives here, once: the `defaults` section defaults to seed A's note
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from textsweep.errors import ConfigError
 
@@ -31,7 +42,20 @@ SWEPT_PARAMS = (
 )
 TOKENIZERS = ("word", "subword")
 NAMED_PARAMS = ("tokenizer",)  # searched over names, not numbers
+BOOLEAN_PARAMS = ("bidirectional",)  # searched as {values: [false, true]}
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
+
+def _not_a_boolean(value: Any) -> Any:
+    # pydantic reads true/false as 1/0 for numbers: `batch_size: true` would train with batch size 1.
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is a boolean, not a number; write a number")
+    return value
+
+
+# Every numeric setting is one of these: a number as YAML or Python writes it, never a boolean.
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+
 
 class _Section(BaseModel):
     # Unknown keys are errors (with a did-you-mean), never silently ignored.
@@ -48,16 +72,47 @@ class DataConfig(_Section):
     # The class order, e.g. [negative, neutral, positive]; None = the label values sorted.
     classes: list[bool | int | float | str] | None = None
     # Labels mapped explicitly to class indices 0..n-1, e.g. {neg: 0, pos: 1}. Several labels may
-    # share an index ({neg: 0, negative: 0, pos: 1}); class i is named by its first key.
-    label_map: dict[str, int] | None = None
+    # share an index ({neg: 0, negative: 0, pos: 1}); class i is named by its first key. Labels
+    # match a key by its text, so a number key ({0: 0, 1: 1}, as YAML reads it unquoted) matches
+    # the label 0 of a number column and "0" of a string column alike, and names its class 0.
+    label_map: dict[int | float | str, Integer] | None = None
     # unicode: letters and digits of every script, lowercased; seed_a: the notebook's exact rule;
     # none: the text as given.
     cleaning: Literal["unicode", "seed_a", "none"] = "unicode"
     encoding: str = "utf-8"
-    limit: int | None = Field(default=None, ge=10)
-    test_size: float = Field(default=0.33, gt=0, lt=1)
-    val_size: float = Field(default=0.1, gt=0, lt=1)
-    seed: int = 42
+    limit: Integer | None = Field(default=None, ge=10)
+    test_size: Number = Field(default=0.33, gt=0, lt=1)
+    val_size: Number = Field(default=0.1, gt=0, lt=1)
+    seed: Integer = 42
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_are_labels(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        booleans = [key for key in value if isinstance(key, bool)]
+        if booleans:
+            raise ValueError(
+                f"key {booleans[0]!r} is a boolean: YAML reads unquoted yes/no/true/false/on/off as "
+                "booleans; quote each key as your label column writes it, e.g. {'yes': 1, 'no': 0} or {'True': 1, 'False': 0}"
+            )
+        texts = [label_text(key) for key in value]
+        repeated = sorted({text for text in texts if texts.count(text) > 1})
+        if repeated:
+            raise ValueError(
+                f"keys {[k for k in value if label_text(k) in repeated]} are one label "
+                "written twice (labels match keys by their text); keep one of them"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _text_and_label_are_two_columns(self) -> DataConfig:
+        if self.text_column == self.label_column:
+            raise ValueError(
+                f"text_column and label_column are both {self.text_column!r}; the texts and their labels are two "
+                "columns: set data.label_column (or data.text_column) to the other one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self) -> DataConfig:
@@ -118,18 +173,18 @@ def embedding_too_large(max_features: float, embed_dim: float) -> str | None:
 class TrainingParams(_Section):
     """One training run's hyperparameters (seed A's values by default)."""
 
-    max_features: int = Field(default=2000, ge=2)
-    embed_dim: int = Field(default=128, ge=1)
-    lstm_out: int = Field(default=196, ge=1)
-    spatial_dropout: float = Field(default=0.4, ge=0, lt=1)
-    dropout: float = Field(default=0.2, ge=0, lt=1)
-    recurrent_dropout: float = Field(default=0.2, ge=0, lt=1)
-    batch_size: int = Field(default=32, ge=1)
-    epochs: int = Field(default=7, ge=1)
+    max_features: Integer = Field(default=2000, ge=2)
+    embed_dim: Integer = Field(default=128, ge=1)
+    lstm_out: Integer = Field(default=196, ge=1)
+    spatial_dropout: Number = Field(default=0.4, ge=0, lt=1)
+    dropout: Number = Field(default=0.2, ge=0, lt=1)
+    recurrent_dropout: Number = Field(default=0.2, ge=0, lt=1)
+    batch_size: Integer = Field(default=32, ge=1)
+    epochs: Integer = Field(default=7, ge=1)
     # Padded length. None = the longest training sequence (seed A), but at most twice the 99th
     # percentile of the training lengths, so one huge text does not pad every text to its length
     # (vocab.EncodedSplits.resolve_maxlen). An explicit maxlen is used as given, above the cap too.
-    maxlen: int | None = Field(default=None, ge=1)
+    maxlen: Integer | None = Field(default=None, ge=1)
     # Batch texts of similar length, pad each batch only to its longest text (maxlen still caps
     # it) and mask the padding (Embedding mask_zero), so the LSTM skips the leading zeros: ~2.5x
     # faster training on short texts, and a text's prediction no longer depends on how far it was
@@ -138,7 +193,7 @@ class TrainingParams(_Section):
     length_buckets: bool = True
     # Seed A: Dense(2, softmax); seed B: Dense(1, sigmoid).
     output: Literal["softmax", "sigmoid"] = "softmax"
-    learning_rate: float = Field(default=0.001, gt=0, lt=1)
+    learning_rate: Number = Field(default=0.001, gt=0, lt=1)
     # Keras' Bidirectional wrapper around the same LSTM: it reads each text both ways (twice the
     # LSTM's weights and time); the seeds are unidirectional.
     bidirectional: bool = False
@@ -148,7 +203,7 @@ class TrainingParams(_Section):
     # An explicit maxlen counts pieces then (a word is ~1.5 pieces on the Uzbek set).
     tokenizer: Literal["word", "subword"] = "word"
     mixed_precision: bool = False
-    seed: int = 42
+    seed: Integer = 42
 
     @model_validator(mode="after")
     def _embedding_fits_in_memory(self) -> TrainingParams:
@@ -161,10 +216,11 @@ class TrainingParams(_Section):
 class SpaceEntry(_Section):
     """One searched hyperparameter: `{values: [...]}` or `{min, max, step}` / `{min, max, sampling: log}`."""
 
-    values: list[float | str] | None = None  # strings: the tokenizer's names
-    min: float | None = None
-    max: float | None = None
-    step: float | None = Field(default=None, gt=0)
+    # Strings: the tokenizer's names; booleans (bidirectional's) are read as 0.0 / 1.0.
+    values: list[float | str] | None = None
+    min: Number | None = None
+    max: Number | None = None
+    step: Number | None = Field(default=None, gt=0)
     sampling: Literal["linear", "log"] = "linear"
 
     @model_validator(mode="after")
@@ -205,12 +261,12 @@ class SpaceEntry(_Section):
 
 class SearchConfig(_Section):
     algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "random"
-    max_trials: int = Field(default=20, ge=1)
+    max_trials: Integer = Field(default=20, ge=1)
     objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     space: dict[str, SpaceEntry] = Field(default_factory=dict)
-    patience: int | None = Field(default=None, ge=1)  # early stopping on the objective
-    hyperband_factor: int = Field(default=3, ge=2)
-    max_consecutive_failures: int = Field(default=3, ge=1)
+    patience: Integer | None = Field(default=None, ge=1)  # early stopping on the objective
+    hyperband_factor: Integer = Field(default=3, ge=2)
+    max_consecutive_failures: Integer = Field(default=3, ge=1)
     promote: bool = False
     # Wall-clock budget, e.g. "90m", "2h", "1h30m", "45s" (or seconds as a number): no trial
     # starts after it, and the running trial stops at the end of its current epoch.
@@ -225,9 +281,22 @@ class SearchConfig(_Section):
     @field_validator("max_time", "worker_timeout", mode="before")
     @classmethod
     def _duration_text(cls, value: Any) -> Any:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):
+            raise ValueError(f"{str(value).lower()} is a boolean, not a duration; write e.g. 90m, 2h, 1h30m or 45s")
+        if isinstance(value, (int, float)):
             return f"{value}s"
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numeric_space_values_are_not_booleans(cls, raw: Any) -> Any:
+        # SpaceEntry reads true/false as 1.0/0.0, which only `bidirectional` means; seen before that.
+        space = raw.get("space") if isinstance(raw, dict) else None
+        for name, entry in (space or {}).items() if isinstance(space, dict) else ():
+            values = entry.get("values") if isinstance(entry, dict) else None
+            if name not in BOOLEAN_PARAMS and isinstance(values, list) and any(isinstance(v, bool) for v in values):
+                raise ValueError(f"space.{name} takes numbers; {values} holds booleans (true/false), which are not")
+        return raw
 
     @field_validator("max_time", "worker_timeout")
     @classmethod
@@ -365,7 +434,8 @@ class SweepConfig(_Section):
         return self.registry.model_name or self.name
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        # Python mode, not JSON: JSON would write label_map's number keys as strings ({0: 0} as {'0': 0}).
+        return yaml.safe_dump(self.model_dump(), sort_keys=False)
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
@@ -381,6 +451,13 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise ValueError(f"{text!r} is no time at all; give a positive duration")
     return total
+
+
+def label_text(value: Any) -> str:
+    """A label (or a label_map key) as text, the way labels are matched: 1.0 is "1", True is "True"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def value_text(value: Any) -> str:
@@ -442,9 +519,24 @@ def parse_config(raw: Any, *, source: str = "<sweep file>") -> SweepConfig:
         raise ConfigError(f"{source}: invalid sweep file:\n  {problems}") from None
 
 
+def sweep_files_in(directory: Path) -> Iterator[Path]:
+    """The YAML files in `directory` (or its `sweeps/`) that look like sweep files: mappings with a `name`."""
+    for path in sorted(directory.glob("sweeps/*.y*ml")) + sorted(directory.glob("*.y*ml")):
+        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if isinstance(raw, dict) and "name" in raw:
+                yield path
+
+
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate a sweep file."""
     path = Path(path)
+    if path.is_dir():
+        inside = next(sweep_files_in(path), None)
+        raise ConfigError(
+            f"sweep file {str(path)!r} is a directory, not a file; pass a sweep file (YAML), "
+            f"e.g. --config {inside or 'sweeps/quick.yaml'}"
+        )
     if not path.is_file():
         raise ConfigError(
             f"sweep file {str(path)!r} not found; pass an existing file, e.g. --config sweeps/quick.yaml"

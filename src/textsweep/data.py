@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from textsweep.config import CLEANING_MODES, DataConfig
+from textsweep.config import CLEANING_MODES, DataConfig, label_text
 from textsweep.errors import DataError
 
 IMDB_SOURCE = "imdb"
@@ -46,6 +46,22 @@ SEED_A = "seed_a"
 APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bb\u02bc`"} | {"_": " "})
 # Cleaning emptying more than this share of the texts means it does not suit their script.
 MOST_TEXTS = 0.5
+# What each data.cleaning mode keeps, for messages that suggest one.
+CLEANING_KEEPS = {"unicode": "letters and digits of every script", "seed_a": "ASCII letters and digits only",
+                  "none": "the text as given"}
+# Scripts written without spaces between words. A space-separated "word" of theirs is a whole
+# phrase that no other text repeats, so the word tokenizer reads them one character (with its
+# combining marks) at a time, as BERT's tokenizer does for Chinese characters (README "Scripts
+# without spaces"). Korean, Tibetan (its tsheg separates syllables) and the rest space their words.
+UNSPACED_SCRIPTS = {
+    "Han": "\u3005-\u3007\u3021-\u3029\u3038-\u303b\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff",
+    "Hiragana": "\u3041-\u309f",
+    "Katakana": "\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f",
+    "Thai": "\u0e00-\u0e7f",
+    "Lao": "\u0e80-\u0eff",
+    "Khmer": "\u1780-\u17ff\u19e0-\u19ff",
+    "Myanmar": "\u1000-\u109f\ua9e0-\ua9ff\uaa60-\uaa7f",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,18 @@ class PreparedData:
     # strings); label i is classes[i].
     classes: list[Any] = field(default_factory=lambda: [0, 1])
     cleaning: str = SEED_A  # the data.cleaning mode the texts went through
+    # The scripts written without spaces (UNSPACED_SCRIPTS) that the texts use, most rows first.
+    unspaced_scripts: tuple[str, ...] = ()
+
+    def script_note(self) -> str | None:
+        """What textsweep does about texts in scripts written without spaces, or None when there are none."""
+        if not self.unspaced_scripts:
+            return None
+        rows, scripts = self.stats["unspaced_script_rows"], ", ".join(self.unspaced_scripts)
+        return (
+            f"data: {rows:,} of {self.stats['rows_used']:,} texts use {scripts} (written without spaces between "
+            "words): the word tokenizer reads those characters one at a time (README: Scripts without spaces)"
+        )
 
     def frame(self, split: str) -> pd.DataFrame:
         part: Split = getattr(self, split)
@@ -225,11 +253,15 @@ def not_unicode_word(astral: bool) -> re.Pattern[str]:
     """Runs of characters that are neither letters, digits, combining marks, apostrophes nor spaces.
 
     `\\w` alone is not enough: combining marks (Devanagari vowel signs, Arabic harakat, ...) are
-    not word characters to `re` and would split words, so their ranges are read from this
-    Python's Unicode database (once, ~0.2 s). Marks above U+FFFF are a separate pattern: a
-    character class reaching there is matched ~2x slower, and few texts need it.
+    not word characters to `re` and would split words. Marks above U+FFFF are a separate pattern:
+    a character class reaching there is matched ~2x slower, and few texts need it.
     """
-    limit = sys.maxunicode if astral else 0xFFFF
+    return re.compile(f"[^\\w{mark_ranges(sys.maxunicode if astral else 0xFFFF)}'\\s]+")
+
+
+@functools.cache
+def mark_ranges(limit: int) -> str:
+    """The combining marks up to `limit` as a regex character-class body, from this Python's Unicode database (~0.2 s)."""
     marks, start = [], None
     for code in range(limit + 2):
         is_mark = code <= limit and unicodedata.category(chr(code)).startswith("M")
@@ -238,7 +270,31 @@ def not_unicode_word(astral: bool) -> re.Pattern[str]:
         elif not is_mark and start is not None:
             marks.append(f"{chr(start)}-{chr(code - 1)}")
             start = None
-    return re.compile(f"[^\\w{''.join(marks)}'\\s]+")
+    return "".join(marks)
+
+
+@functools.cache
+def unspaced_script_character() -> re.Pattern[str]:
+    """One character of a script written without spaces, with the combining marks that follow it (Thai ที่)."""
+    return re.compile(f"[{''.join(UNSPACED_SCRIPTS.values())}][{mark_ranges(0xFFFF)}]*")
+
+
+def space_unspaced_scripts(text: str) -> str:
+    """`text` with a space around each character of a script written without spaces (UNSPACED_SCRIPTS)."""
+    return text if text.isascii() else unspaced_script_character().sub(r" \g<0> ", text)
+
+
+def unspaced_scripts_of(texts: Iterable[str]) -> tuple[int, list[str]]:
+    """How many `texts` use a script written without spaces, and those scripts, most texts first."""
+    patterns = {name: re.compile(f"[{ranges}]") for name, ranges in UNSPACED_SCRIPTS.items()}
+    texts_of_script, texts_of_any = dict.fromkeys(UNSPACED_SCRIPTS, 0), 0
+    for text in texts:
+        if not text.isascii() and unspaced_script_character().search(text):
+            texts_of_any += 1
+            for name, pattern in patterns.items():
+                texts_of_script[name] += pattern.search(text) is not None
+    most_first = sorted(UNSPACED_SCRIPTS, key=lambda name: -texts_of_script[name])
+    return texts_of_any, [name for name in most_first if texts_of_script[name]]
 
 
 def _plain(value: Any) -> Any:
@@ -252,6 +308,48 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _number(value: Any) -> Any:
+    """A label as the number it is or spells (True is 1, "1.0" is 1), or as it is when it is no number."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return _plain(number) if math.isfinite(number) else value
+    return int(value) if isinstance(value, bool) else value
+
+
+def plain_labels(labels: pd.Series, cfg: DataConfig) -> pd.Series:
+    """Each label as a plain value, one value per class whatever its type (README "Labels, classes and cleaning").
+
+    Numbers are compared by value: 1.0 is 1. In a column that holds numbers, True and False are 1
+    and 0, and a string that spells a number ("1", "1.0") is that number: a DataFrame or a CSV
+    column mixing 1 and "1" has one class 1. Labels that still differ only by type (True and
+    "True") are refused, unless data.label_map or data.classes (which match labels by their
+    text) say which class each is.
+    """
+    values = labels.map(_plain)
+    if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        values = values.map(_number)
+    if cfg.label_map is not None or cfg.classes is not None:
+        return values
+    # Keyed by type and value: as dict keys, True and 1 would be one key.
+    typed = {(type(v).__name__, v): v for v in values}
+    by_text: dict[str, list[Any]] = {}
+    for value in typed.values():
+        by_text.setdefault(label_text(value), []).append(value)
+    clash = next((same for same in by_text.values() if len(same) > 1), None)
+    if clash:
+        column = cfg.label_column
+        shown = " and ".join(f"{v!r} ({type(v).__name__})" for v in sorted(clash, key=lambda v: type(v).__name__))
+        raise DataError(
+            f"label column {column!r} holds {shown}, labels that differ only by type: one class or two? Make the "
+            f"column one type (e.g. frame[{column!r}] = frame[{column!r}].astype(str)), or set data.label_map, "
+            "which matches labels by their text"
+        )
+    return values
+
+
 def class_labels(labels: pd.Series, cfg: DataConfig) -> tuple[list[Any], np.ndarray]:
     """The classes in their fixed order, and each label as an int64 index into them.
 
@@ -261,18 +359,22 @@ def class_labels(labels: pd.Series, cfg: DataConfig) -> tuple[list[Any], np.ndar
     column = cfg.label_column
     if labels.isna().any():
         raise DataError(f"label column {column!r} has {int(labels.isna().sum())} empty values; fill or drop those rows")
-    values = labels.map(_plain)
+    values = plain_labels(labels, cfg)
     found = set(values)
     if cfg.label_map is not None:
-        classes = [next(k for k, i in cfg.label_map.items() if i == index) for index in range(max(cfg.label_map.values()) + 1)]
-        index_of = {str(value): cfg.label_map.get(str(value)) for value in found}
-        unknown = sorted(str(v) for v, i in index_of.items() if i is None)
+        first_key = {}
+        for key, index in cfg.label_map.items():
+            first_key.setdefault(index, _plain(key))
+        classes = [first_key[index] for index in range(len(first_key))]
+        index_by_text = {label_text(key): index for key, index in cfg.label_map.items()}
+        index_of = {label_text(value): index_by_text.get(label_text(value)) for value in found}
+        unknown = sorted(text for text, index in index_of.items() if index is None)
         if unknown:
             raise DataError(
                 f"label column {column!r} has values {unknown[:5]} that data.label_map "
                 f"({cfg.label_map}) does not map; add them or fix the data"
             )
-        return classes, values.map(lambda v: index_of[str(v)]).to_numpy(dtype=np.int64)
+        return classes, values.map(lambda v: index_of[label_text(v)]).to_numpy(dtype=np.int64)
     if cfg.classes is not None:
         classes = [_plain(c) for c in cfg.classes]
         by_value = {c: i for i, c in enumerate(classes)}
@@ -295,16 +397,24 @@ def class_labels(labels: pd.Series, cfg: DataConfig) -> tuple[list[Any], np.ndar
 
 
 def check_cleaning_keeps_texts(raw: pd.Series, cleaned: pd.Series, cfg: DataConfig) -> None:
-    """Stop when `data.cleaning` empties most texts: it does not suit their script."""
+    """Stop when `data.cleaning` empties most texts (it does not suit their script), naming the modes that keep them."""
     had_text = raw.astype("string").fillna("").str.strip().to_numpy() != ""
-    emptied = had_text & (cleaned.str.strip().to_numpy() == "")
-    if had_text.sum() and emptied.sum() > MOST_TEXTS * had_text.sum():
-        example = str(raw[emptied].iloc[0])[:60]
-        raise DataError(
-            f"data.cleaning {cfg.cleaning!r} empties {int(emptied.sum()):,} of {int(had_text.sum()):,} texts "
-            f"(e.g. {example!r}); set data.cleaning to unicode (letters and digits of every script) "
-            "or none (the text as given)"
-        )
+    if not had_text.sum() or emptied_share(cleaned[had_text]) <= MOST_TEXTS:
+        return
+    texts = raw[had_text]
+    emptied = cleaned[had_text].str.strip().to_numpy() == ""
+    # `none` keeps every text that has a character other than a space, so one mode always works.
+    working = [mode for mode in CLEANING_MODES
+               if mode != cfg.cleaning and emptied_share(clean_texts(texts, mode)) <= MOST_TEXTS]
+    raise DataError(
+        f"data.cleaning {cfg.cleaning!r} empties {int(emptied.sum()):,} of {len(texts):,} texts "
+        f"(e.g. {str(texts[emptied].iloc[0])[:60]!r}); set data.cleaning to "
+        + " or ".join(f"{mode} ({CLEANING_KEEPS[mode]})" for mode in working)
+    )
+
+
+def emptied_share(cleaned: pd.Series) -> float:
+    return float(np.mean(cleaned.str.strip().to_numpy() == "")) if len(cleaned) else 0.0
 
 
 def check_classes_fill_every_split(counts: np.ndarray, classes: list[Any], cfg: DataConfig) -> None:
@@ -358,6 +468,7 @@ def prepare(table: pd.DataFrame, cfg: DataConfig) -> PreparedData:
     unique = non_empty.drop_duplicates(subset="text", keep="first")
     stats |= {"empty_dropped": len(frame) - len(non_empty), "duplicates_dropped": len(non_empty) - len(unique)}
     stats["rows_used"] = len(unique)
+    stats["unspaced_script_rows"], unspaced_scripts = unspaced_scripts_of(unique["text"])
     counts = np.bincount(unique["label"].to_numpy(dtype=np.int64), minlength=len(classes))
     check_classes_fill_every_split(counts, classes, cfg)
     if min(cfg.test_size, cfg.val_size) * len(unique) < 2:
@@ -379,7 +490,8 @@ def prepare(table: pd.DataFrame, cfg: DataConfig) -> PreparedData:
             raise DataError(_too_small(name, int(counts[index]), None, cfg))
     stats |= {f"{name}_rows": len(split.texts) for name, split in splits.items()}
     return PreparedData(
-        **splits, fingerprint=fingerprint(splits), source=cfg.source, stats=stats, classes=classes, cleaning=cfg.cleaning
+        **splits, fingerprint=fingerprint(splits), source=cfg.source, stats=stats, classes=classes, cleaning=cfg.cleaning,
+        unspaced_scripts=tuple(unspaced_scripts),
     )
 
 

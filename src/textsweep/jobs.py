@@ -60,6 +60,8 @@ def prepare_data(config: SweepConfig, data: pd.DataFrame | None = None) -> tuple
     else:
         raise DataError(f"data must be a pandas DataFrame with columns {config.data.text_column!r} and "
                         f"{config.data.label_column!r}; got {type(data).__name__}")
+    if note := prepared.script_note():
+        print(note, file=sys.stderr, flush=True)
     return prepared, encode_splits(prepared, subword_size=config.subword_size)
 
 
@@ -75,10 +77,12 @@ class RawTextModel:
         self.uri = uri
 
     def predict(self, texts: str | Sequence[str] | pd.Series | pd.DataFrame) -> pd.DataFrame:
-        if isinstance(texts, pd.DataFrame):
-            frame = texts[["text"]].reset_index(drop=True)
-        else:
-            frame = pd.DataFrame({"text": [texts] if isinstance(texts, str) else list(texts)})
+        from textsweep.serving import checked_texts  # the served model's rule: strings only, "" included
+
+        try:
+            frame = pd.DataFrame({"text": checked_texts(texts)})
+        except DataError as exc:
+            raise DataError(f'{exc}. Pass each text as a Python string ("" for an empty text)') from None
         predictions = self._predict_frame(frame).reset_index(drop=True)
         return pd.concat([frame, predictions.drop(columns=["text"], errors="ignore")], axis=1)
 

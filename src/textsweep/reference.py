@@ -3,11 +3,17 @@
 Fitted on the same training split as the trials, so its validation accuracy is comparable with
 their `val_accuracy`; it takes seconds where a trial takes minutes, and tells whether the LSTM
 earns its cost. Pure: the caller logs the result (tracking knows MLflow, this module does not).
+
+It fits any text set prepare() returns: when no word appears in `word_min_df` training texts (a
+script written without spaces makes each sentence one "word", and emoji-only texts have no word
+at all), the word features are left out, the character n-grams carry the model, and its params
+say so (`features: char`, with the reason in `word_features`).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -60,21 +66,44 @@ class ReferenceResult:
         return self.pipeline.predict(texts)
 
 
-def build_reference(settings: Mapping[str, Any] = REFERENCE_SETTINGS) -> Pipeline:
-    """The unfitted reference pipeline: word and char_wb TF-IDF features side by side, then logistic regression."""
+def word_vectorizer(settings: Mapping[str, Any]) -> TfidfVectorizer:
+    return TfidfVectorizer(
+        analyzer="word",
+        ngram_range=tuple(settings["word_ngrams"]),
+        min_df=settings["word_min_df"],
+        max_features=settings["word_max_features"],
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
+
+
+def words_missing(texts: list[str], settings: Mapping[str, Any] = REFERENCE_SETTINGS) -> str | None:
+    """Why the word features would have no terms, or None when they have some.
+
+    scikit-learn keeps a term seen in `word_min_df` texts (max_df is 1.0), so one such term is
+    enough; this stops at the first (the second text of most sets) instead of fitting the vectorizer.
+    """
+    analyze, needed = word_vectorizer(settings).build_analyzer(), settings["word_min_df"]
+    texts_with: Counter[str] = Counter()
+    found_a_word = False
+    for text in texts:
+        terms = set(analyze(text))
+        found_a_word = found_a_word or bool(terms)
+        texts_with.update(terms)
+        if any(texts_with[term] >= needed for term in terms):
+            return None
+    if not found_a_word:
+        return "no word in the training texts (only symbols, or characters scikit-learn's word pattern skips)"
+    return (f"no word appears in {needed} training texts (in a script written without spaces, a whole sentence "
+            "is one word)")
+
+
+def build_reference(settings: Mapping[str, Any] = REFERENCE_SETTINGS, *, words: bool = True) -> Pipeline:
+    """The unfitted reference pipeline: word and char_wb TF-IDF features side by side (char only without
+    `words`), then logistic regression."""
     features = FeatureUnion(
         [
-            (
-                "word",
-                TfidfVectorizer(
-                    analyzer="word",
-                    ngram_range=tuple(settings["word_ngrams"]),
-                    min_df=settings["word_min_df"],
-                    max_features=settings["word_max_features"],
-                    sublinear_tf=True,
-                    dtype=np.float32,
-                ),
-            ),
+            ("word", word_vectorizer(settings) if words else "drop"),
             (
                 "char",
                 TfidfVectorizer(
@@ -95,8 +124,9 @@ def build_reference(settings: Mapping[str, Any] = REFERENCE_SETTINGS) -> Pipelin
 
 def fit_reference(data: PreparedData, settings: Mapping[str, Any] = REFERENCE_SETTINGS) -> ReferenceResult:
     """Fit the reference on the training split; score it on validation and test."""
-    pipeline = build_reference(settings)
     started = time.perf_counter()
+    no_words = words_missing(data.train.texts, settings)
+    pipeline = build_reference(settings, words=no_words is None)
     pipeline.fit(data.train.texts, data.train.labels)
     fit_seconds = time.perf_counter() - started
     test_predicted = pipeline.predict(data.test.texts)
@@ -106,13 +136,15 @@ def fit_reference(data: PreparedData, settings: Mapping[str, Any] = REFERENCE_SE
         test_accuracy=float(accuracy_score(data.test.labels, test_predicted)),
         test_f1_macro=float(f1_score(data.test.labels, test_predicted, average="macro")),
         fit_seconds=fit_seconds,
-        params=reference_params(settings),
+        params=reference_params(settings, no_words),
     )
 
 
-def reference_params(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings as flat loggable params (n-gram ranges written "1-2")."""
+def reference_params(settings: Mapping[str, Any], no_words: str | None = None) -> dict[str, Any]:
+    """The settings as flat loggable params (n-gram ranges written "1-2"), and the features used."""
     return {
         "model": "tfidf_word_char_logreg",
         **{key: f"{value[0]}-{value[1]}" if isinstance(value, tuple) else value for key, value in settings.items()},
+        "features": "char" if no_words else "word+char",
+        **({"word_features": f"left out: {no_words}"} if no_words else {}),
     }

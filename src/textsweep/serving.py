@@ -31,7 +31,8 @@ only padding and still answers.
 Malformed requests are MLflow `INVALID_PARAMETER_VALUE` errors, which the scoring server
 answers with 400: a missing `text` column (MLflow's schema check) and `text` values that are not
 strings (null, NaN, numbers, booleans, lists, objects), which `texts_of` refuses with the same
-message in every JSON format. The empty string is a text.
+message in every JSON format. The empty string is a text. In-process predict (`textsweep.load_model`,
+`SweepResult.best_model`) applies the same rule (`checked_texts`) and raises textsweep's DataError.
 
 TensorFlow is imported when a model is loaded, not when this module is.
 """
@@ -55,6 +56,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
 from textsweep.data import clean_texts
+from textsweep.errors import DataError
 from textsweep.vocab import Tokenizer, load_tokenizer
 
 TEXT_COLUMN = "text"
@@ -118,16 +120,25 @@ def pip_requirements() -> list[str]:
 
 def texts_of(model_input: Any) -> list[str]:
     """The texts of a request, or an MLflow 400 error that names the rows that are not strings."""
+    try:
+        return checked_texts(model_input)
+    except DataError as exc:
+        raise _bad_request(str(exc)) from None
+
+
+def checked_texts(model_input: Any) -> list[str]:
+    """The texts of a `text` column, a list or one string, or a DataError that names the rows that are
+    not strings: the one rule of the server (`texts_of`) and of in-process predict (jobs.RawTextModel)."""
     if isinstance(model_input, str):
         values = [model_input]
     elif isinstance(model_input, (list, tuple, np.ndarray, pd.Series)):
         values = list(model_input)
     elif isinstance(model_input, pd.DataFrame):
         if TEXT_COLUMN not in model_input.columns:
-            raise _bad_request(f"no {TEXT_COLUMN!r} column (got columns {list(model_input.columns)})")
+            raise DataError(f"no {TEXT_COLUMN!r} column (got columns {list(model_input.columns)})")
         values = model_input[TEXT_COLUMN].tolist()
     else:
-        raise _bad_request(f"expected a table with a {TEXT_COLUMN!r} column, got {type(model_input).__name__}")
+        raise DataError(f"expected a table with a {TEXT_COLUMN!r} column, got {type(model_input).__name__}")
     wrong = [row for row, value in enumerate(values) if not isinstance(value, str)]
     if wrong:
         value = values[wrong[0]]
@@ -135,7 +146,7 @@ def texts_of(model_input: Any) -> list[str]:
         shown = "missing (null)" if missing else f"{value!r} ({type(value).__name__})"
         others = ", ".join(map(str, wrong[1:11])) + (", ..." if len(wrong) > 11 else "")
         more = f", and {len(wrong) - 1} more rows are not strings either (rows {others})" if len(wrong) > 1 else ""
-        raise _bad_request(f"{TEXT_COLUMN!r} must hold strings; row {wrong[0]} is {shown}{more}")
+        raise DataError(f"{TEXT_COLUMN!r} must hold strings; row {wrong[0]} is {shown}{more}")
     return values
 
 

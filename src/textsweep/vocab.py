@@ -4,7 +4,10 @@ Keras 3 removed `keras.preprocessing.text.Tokenizer`, and `TextVectorization` di
 (it adds an OOV id and ranks ties differently), so the seed's semantics are reimplemented here
 exactly:
 - words are split as `text_to_word_sequence` did: lowercase, the default filter characters
-  become spaces, split on ' ', empty strings dropped;
+  become spaces, split on ' ', empty strings dropped; and each character of a script written
+  without spaces (Chinese, Japanese, Thai, ...: data.UNSPACED_SCRIPTS) is a word of its own,
+  where Keras would make one word of a whole unspaced sentence (vocabularies saved before this
+  rule keep Keras' split);
 - words are ranked by count, descending, ties in order of first appearance, ranks from 1;
 - encoding keeps only ranks < max_features and drops other words (no OOV token);
 - sequences are pre-padded and pre-truncated with 0 (`keras.utils.pad_sequences`);
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from textsweep.data import PreparedData
+from textsweep.data import PreparedData, space_unspaced_scripts
 from textsweep.subword import SUBWORD_FORMAT, SubwordTokenizer, fit_subword
 
 if TYPE_CHECKING:
@@ -54,9 +57,13 @@ MAXLEN_PERCENTILE = 99
 MAXLEN_CAP_FACTOR = 2
 
 
-def split_words(text: str) -> list[str]:
-    """Keras `text_to_word_sequence(text)` with its defaults."""
-    return [word for word in text.lower().translate(_FILTER_TO_SPACE).split(" ") if word]
+def split_words(text: str, *, unspaced_characters: bool = True) -> list[str]:
+    """Keras `text_to_word_sequence(text)` with its defaults; with `unspaced_characters`, each character
+    of a script written without spaces is a word (`很好的电影` is 很 好 的 电 影, not one word)."""
+    text = text.lower().translate(_FILTER_TO_SPACE)
+    if unspaced_characters:
+        text = space_unspaced_scripts(text)
+    return [word for word in text.split(" ") if word]
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,16 @@ class Vocabulary:
     """Words by rank: `words[0]` has id 1. `maxlen` is the padded length, once a trial fixes it.
 
     `classes` are the label values in class order (model output i is classes[i]); `cleaning` is
-    the `data.cleaning` mode its texts went through (data.clean_texts).
+    the `data.cleaning` mode its texts went through (data.clean_texts); `unspaced_characters`
+    whether `split_words` makes each character of a script written without spaces a word (saved
+    vocabularies without it were fitted with Keras' split alone, and serve that way).
     """
 
     words: tuple[str, ...]
     maxlen: int | None = None
     classes: tuple[Any, ...] = LEGACY_CLASSES
     cleaning: str = LEGACY_CLEANING
+    unspaced_characters: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ids", {word: rank for rank, word in enumerate(self.words, start=1)})
@@ -88,7 +98,9 @@ class Vocabulary:
         """Ids of the known words of each text (unknown words are dropped, not replaced)."""
         ids = self._ids  # type: ignore[attr-defined]
         return [
-            np.fromiter((ids[w] for w in split_words(text) if w in ids), dtype=np.int32) for text in texts
+            np.fromiter((ids[w] for w in split_words(text, unspaced_characters=self.unspaced_characters) if w in ids),
+                        dtype=np.int32)
+            for text in texts
         ]
 
     def encode_padded(self, texts: list[str]) -> np.ndarray:
@@ -104,6 +116,7 @@ class Vocabulary:
                 "maxlen": self.maxlen,
                 "classes": list(self.classes),
                 "cleaning": self.cleaning,
+                "unspaced_characters": self.unspaced_characters,
                 "words": list(self.words),
             },
             ensure_ascii=False,
@@ -111,7 +124,8 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
-        """A saved vocabulary; one saved before classes and cleaning were kept gets seed A's [0, 1] and seed_a."""
+        """A saved vocabulary; one saved before classes and cleaning were kept gets seed A's [0, 1] and seed_a,
+        one saved before `unspaced_characters` Keras' split alone."""
         payload = json.loads(text)
         if payload.get("format") != VOCABULARY_FORMAT:
             raise ValueError(f"not a textsweep vocabulary (format {payload.get('format')!r})")
@@ -120,6 +134,7 @@ class Vocabulary:
             payload.get("maxlen"),
             classes=tuple(payload.get("classes") or LEGACY_CLASSES),
             cleaning=payload.get("cleaning") or LEGACY_CLEANING,
+            unspaced_characters=payload.get("unspaced_characters", False),
         )
 
     def save(self, path: Path) -> Path:
