@@ -372,9 +372,9 @@ def check_state_store(client: Any, config: SweepConfig, directory: Path, state: 
     run_id = state["sweep_run_id"]
     run = tracking.find_run(client, run_id)
     experiment = client.get_experiment_by_name(config.name)
-    if run is not None and experiment is not None and run.info.experiment_id == experiment.experiment_id:
-        if run.info.lifecycle_stage != "deleted":
-            return
+    in_experiment = run is not None and experiment is not None and run.info.experiment_id == experiment.experiment_id
+    if in_experiment and run.info.lifecycle_stage != "deleted":
+        return
     store, recorded = tracking.redact(tracking.tracking_uri()), state.get("store")  # older state files lack it
     if run is not None and run.info.lifecycle_stage == "deleted":
         found, resume = f"that run is deleted in {store}", f"restore it (mlflow runs restore --run-id {run_id}) to resume"

@@ -665,7 +665,7 @@ def tuner_directory(name: str, sweep_file: str | Path | None = None) -> Path:
     tracking server, a database) cannot hold it: it lives beside the sweep file
     (`.textsweep/tuner/<name>` in the file's folder), so a sweep resumes from whichever folder it
     is run; a sweep given as a dict or a SweepConfig keeps it in the working folder. Either way
-    the state records its store and sweep run (jobs.check_state_store).
+    the state records its store and sweep run, which a resume checks first.
     """
     folder = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     database = sqlite_path(tracking_uri())
