@@ -226,3 +226,17 @@ def test_a_remote_worker_that_stops_reporting_loses_its_trial_to_another(tmp_pat
         assert len(killed) == 1 and killed[0].data.tags["textsweep.tuner_id"] == "tuner0"
         assert "reported no epoch" in killed[0].data.tags["textsweep.failure_reason"]
         assert killed[0].data.tags["textsweep.trial_id"] in {r.data.tags["textsweep.trial_id"] for r in finished}
+
+
+def test_a_database_store_is_checked_before_mlflow_opens_it(tmp_path, monkeypatch, postgres):
+    """textsweep on a real PostgreSQL store directly: a database that does not exist is one error
+    naming host and port (MLflow alone retries it for ~100 s); the right one opens."""
+    from textsweep import tracking
+    from textsweep.errors import TrackingError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres.replace("/mlflow", "/no_such_db"))
+    with pytest.raises(TrackingError, match=r"did not accept a connection on 127\.0\.0\.1:\d+: .*\"no_such_db\" does not exist"):
+        tracking.connect()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres)
+    assert tracking.connect().search_experiments()

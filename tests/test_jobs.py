@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,28 +143,108 @@ def test_a_dict_config_is_validated_like_a_sweep_file():
         prepare_data(resolve_config({"name": "x"}), data=[["text", 1]])
 
 
+class WaitForTheDeadline:
+    """A Keras callback that, at the end of a trial's first epoch, waits until the sweep's
+    search.max_time has passed: the budget then runs out within that epoch on any machine, however
+    loaded (the test waits on the deadline, an event, rather than guessing epochs per second)."""
+
+    def __new__(cls):
+        import keras
+        import mlflow
+
+        class Wait(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    sweep_run = MlflowClient().get_run(mlflow.active_run().data.tags["mlflow.parentRunId"])
+                    time.sleep(max(float(sweep_run.data.tags["textsweep.deadline"]) - time.time(), 0) + 0.01)
+
+        return Wait()
+
+
+class OneEpoch:
+    """A Keras callback that ends every trial after its first epoch (a finished trial)."""
+
+    def __new__(cls):
+        import keras
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                self.model.stop_training = True
+
+        return Stop()
+
+
 def test_max_time_stops_the_sweep_within_an_epoch_finished_and_tagged_and_a_larger_budget_resumes(store):
     import textsweep
 
-    config = TINY | {"name": "timed", "search": TINY["search"] | {"max_trials": 50, "max_time": "8s"}}
-    config["defaults"] = TINY["defaults"] | {"epochs": 400}  # one trial alone would take far longer than 8 s
+    config = TINY | {"name": "timed", "search": TINY["search"] | {"max_trials": 3, "max_time": "2s"}}
+    config["defaults"] = TINY["defaults"] | {"epochs": 400}  # only the budget can end a trial
     data = review_rows(400, seed=5)
-    first = textsweep.sweep(config, data=data, quiet=True)
+    first = textsweep.sweep(config, data=data, quiet=True, callbacks=[WaitForTheDeadline()])
     client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
     sweep_run = client.get_run(first.sweep_run_id)
     assert sweep_run.info.status == "FINISHED" and first.stopped_by == "max_time"
     assert sweep_run.data.tags["textsweep.stopped_by"] == "max_time"
-    deadline_ms = float(sweep_run.data.tags["textsweep.deadline"]) * 1000
+    assert sweep_run.data.params["space.embed_dim"].startswith('{"values": [4, 8]')  # integers, not [4.0, 8.0]
     trials = client.search_runs([first.experiment_id], "tags.`textsweep.kind` = 'trial'")
-    assert trials and {t.info.status for t in trials} == {"FINISHED"}  # the cut trial is recorded as finished
-    assert all(t.info.start_time <= deadline_ms for t in trials)  # no trial started after the budget
-    epochs = {t.info.run_id: [m.timestamp for m in client.get_metric_history(t.info.run_id, "val_accuracy")] for t in trials}
-    cut = [times for times in epochs.values() if len(times) < 400]
-    assert len(cut) == 1  # the trial running at the deadline, cut short
-    longest_epoch = max(b - a for a, b in zip(cut[0], cut[0][1:]))
-    assert cut[0][-1] <= deadline_ms + longest_epoch + 2_000  # stopped at the first epoch end after the deadline
-    assert len(first.leaderboard) == len(trials) and first.promote is not None
+    assert [(t.data.tags["textsweep.trial_id"], t.info.status) for t in trials] == [("0", "FINISHED")]  # none after it
+    assert len(client.get_metric_history(trials[0].info.run_id, "val_accuracy")) == 1  # cut after the epoch it ran out in
+    assert "best_val_accuracy" in trials[0].data.metrics and len(first.leaderboard) == 1
+    assert first.stop_reason.startswith("search.max_time (2s) ended the search after 1 finished trial; here an epoch "
+                                        "takes about ")
+    assert "and a trial of 400 epochs about " in first.stop_reason and "Rerun the same command with a larger" in first.stop_reason
 
-    resumed = textsweep.sweep(config | {"search": config["search"] | {"max_time": "15s"}}, data=data, quiet=True)
+    resumed = textsweep.sweep(config | {"search": config["search"] | {"max_time": "1h"}}, data=data, quiet=True,
+                              callbacks=[OneEpoch()])
     assert resumed.resumed and resumed.sweep_run_id == first.sweep_run_id
-    assert len(resumed.leaderboard) > len(first.leaderboard)
+    assert len(resumed.leaderboard) == 3 and resumed.stopped_by is None and resumed.stop_reason is None
+    assert client.get_run(first.sweep_run_id).data.tags["textsweep.stopped_by"] == "budget"
+
+
+def test_a_one_second_budget_ends_the_sweep_with_its_first_trial_and_says_how_long_a_trial_takes(store, reviews_csv):
+    """search.max_time: 1s ends before the sweep even starts a trial: the first trial still runs
+    (cut after its first epoch, on any machine: 200 epochs never fit in a second), so the sweep
+    ends FINISHED with a result, and the message measures how long an epoch and a trial take."""
+    config = write_sweep_file(
+        store / "second.yaml", name="one-second", source=str(reviews_csv),
+        defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 200, "recurrent_dropout": 0.0},
+        search={"algorithm": "random", "max_trials": 4, "max_time": "1s", "space": {"lstm_out": {"values": [4, 8]}}},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
+    result = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"], cwd=store, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "1 finished trials" in result.stdout
+    said = next(line for line in result.stdout.splitlines() if line.startswith("search.max_time"))
+    assert said.startswith("search.max_time (1s) ended the search after 1 finished trial; here an epoch takes about ")
+    assert "and a trial of 200 epochs about " in said and ", more than the whole budget." in said
+    assert "failure.txt" not in result.stdout + result.stderr
+    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("one-second").experiment_id])
+    kinds = sorted((r.data.tags["textsweep.kind"], r.data.tags.get("textsweep.trial_id"), r.info.status) for r in runs)
+    assert kinds == [("reference", None, "FINISHED"), ("sweep", None, "FINISHED"), ("trial", "0", "FINISHED")]
+    sweep_run = next(r for r in runs if r.data.tags["textsweep.kind"] == "sweep")
+    assert sweep_run.data.tags["textsweep.stopped_by"] == "max_time" and "textsweep.failure_reason" not in sweep_run.data.tags
+    trial = next(r for r in runs if r.data.tags["textsweep.kind"] == "trial")
+    assert 1 <= len(client.get_metric_history(trial.info.run_id, "val_accuracy")) < 200
+
+
+def test_checks_that_need_the_data_fail_before_any_run_exists(store):
+    """A sigmoid output for 3 classes (or callbacks that are not Keras callbacks) used to surface only
+    once the sweep run and its reference run existed, leaving a FAILED sweep behind."""
+    import textsweep
+
+    rows = review_rows(300, seed=2)
+    three = rows.assign(label=[("neg", "mid", "pos")[i % 3] for i in range(len(rows))])
+    sigmoid = TINY | {"name": "three", "defaults": TINY["defaults"] | {"output": "sigmoid"}}
+    for job in (textsweep.sweep, textsweep.train):
+        with pytest.raises(textsweep.ConfigError, match="defaults.output: sigmoid is a single unit for two classes, "
+                                                        "but the data has 3 classes; set defaults.output: softmax"):
+            job(sigmoid, data=three)
+    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    assert client.get_experiment_by_name("three") is None  # no sweep run, no reference run, no training run
+
+    for callbacks, problem in ((42, "got 42"), ([42], "42 (int) is not one")):
+        with pytest.raises(textsweep.ConfigError, match=rf"callbacks must be .*Keras callbacks.*{re.escape(problem)}"):
+            textsweep.sweep(TINY | {"name": "callbacks"}, data=rows, callbacks=callbacks)
+    assert client.get_experiment_by_name("callbacks") is None

@@ -193,7 +193,7 @@ def test_promote_without_a_finished_sweep_is_refused_and_changes_nothing(registr
     client = MlflowClient()
     experiment = client.create_experiment("rt-never-swept")
     client.create_run(experiment, tags={"textsweep.kind": "sweep"})  # still RUNNING
-    with pytest.raises(RegistryError, match="has no FINISHED sweep run.*--sweep-run-id"):
+    with pytest.raises(RegistryError, match="has no FINISHED sweep run.*sweep_run_id="):
         promote(never_swept)
     with pytest.raises(RegistryError, match="is not a sweep run of experiment 'rt-good'"):
         promote(registry.good, sweep_run_id=registry.best_run_id)  # a trial's run, not the sweep's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import write_sweep_file
+from conftest import mlflow_server, write_sweep_file
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
@@ -77,15 +78,16 @@ def test_kill_9_then_the_same_command_finishes_the_budget(store, reviews_csv):
     assert client.get_run(parents.pop()).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, reviews_csv, stop):
-    """SIGTERM is what kill, timeout, docker stop and schedulers send: handled like Ctrl-C."""
+@pytest.mark.parametrize("stop, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, reviews_csv, stop, exit_code):
+    """SIGTERM is what kill, timeout, docker stop and schedulers send: handled like Ctrl-C, and the
+    exit code says which it was (128 + the signal's number, the shell's convention)."""
     config = slow_sweep_file(store, reviews_csv, "interrupted")
     sweep = start_sweep(config, store)
     wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
     sweep.send_signal(stop)
     out, err = sweep.communicate(timeout=120)
-    assert sweep.returncode == 130
+    assert sweep.returncode == exit_code
     assert "resume with the same command" in err and "Traceback" not in err
     runs = trial_runs(store, "interrupted")
     assert [r.info.status for r in runs if r.info.status not in ("FINISHED",)] == ["KILLED"]
@@ -175,7 +177,7 @@ def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(stor
     assert loser_code == 2 and "Traceback" not in loser_err, loser_err[-2000:]
     owner_pid = first.pid if second.returncode == 2 else second.pid
     assert f"sweep 'owned' is already running (process {owner_pid} on" in loser_err
-    assert "--workers N" in loser_err  # how to run in parallel instead
+    assert "--workers 2" in loser_err  # how to run in parallel instead
     runs = trial_runs(store, "owned")
     assert sorted(r.data.tags["textsweep.trial_id"] for r in runs) == ["0", "1", "2"]  # each trial once
     assert {r.info.status for r in runs} == {"FINISHED"}
@@ -218,3 +220,143 @@ def test_an_unwritable_store_fails_fast_naming_the_path(store, reviews_csv, read
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"the MLflow store {read_only_folder}/mlflow.db cannot be written" in result.stderr
     assert time.monotonic() - started < 30  # not MLflow's ~2 minutes of retries
+
+
+def run_textsweep(arguments: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
+    return subprocess.run([str(BIN / "textsweep"), *arguments], cwd=cwd, env=clean | env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_an_unreachable_database_store_is_one_message_in_seconds_and_nothing_is_created(store, reviews_csv):
+    """psycopg is installed (the dev extra), so MLflow itself would retry for ~100 s, then print a
+    200-line SQLAlchemy traceback."""
+    config = write_sweep_file(store / "pg.yaml", name="pg", source=str(reviews_csv))
+    for command in (["sweep", "--config", str(config), "--quiet"], ["train", "--config", str(config)]):
+        started = time.monotonic()
+        result = run_textsweep(command, store, MLFLOW_TRACKING_URI="postgresql://u:s3cret@127.0.0.1:1/db")
+        elapsed = time.monotonic() - started
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert result.stderr.strip().splitlines() == [
+            "textsweep: error: the MLflow database store postgresql://***@127.0.0.1:1/db is unreachable: nothing "
+            "accepts connections on 127.0.0.1:1 (Connection refused); start the database, or fix the host and port "
+            "in MLFLOW_TRACKING_URI (or unset it to use the local store)"]  # one message, no retry warnings
+        assert "s3cret" not in result.stdout + result.stderr
+        assert elapsed < 60, elapsed  # not MLflow's ~100 s of retries
+    assert sorted(p.name for p in store.iterdir()) == ["pg.yaml", "reviews.csv"]  # no store, no tuner state
+
+
+def test_reading_commands_on_an_empty_folder_say_there_is_no_store_and_create_none(store, reviews_csv):
+    config = write_sweep_file(store / "read.yaml", name="read", source=str(reviews_csv))
+    for command in (["runs", "read"], ["predict", "--model", "models:/read@champion", "a fine film"],
+                    ["promote", "--config", str(config)]):
+        result = run_textsweep(command, store)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (command, result.stderr[-3000:])
+        assert f"there is no MLflow store here ({store}/mlruns/mlflow.db does not exist)" in result.stderr, result.stderr
+        assert "set MLFLOW_TRACKING_URI to the store you used" in result.stderr
+    assert sorted(p.name for p in store.iterdir()) == ["read.yaml", "reviews.csv"]  # no mlruns/, no mlflow.db
+
+
+def test_promote_names_the_option_as_the_caller_passes_it(store, reviews_csv):
+    """The CLI's flag `--sweep-run-id`, the API's keyword argument `sweep_run_id=`."""
+    import textsweep
+
+    config = write_sweep_file(store / "opt.yaml", name="opt", source=str(reviews_csv))
+    MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}").create_experiment("opt")
+    unknown = "0" * 32
+    with pytest.raises(textsweep.RegistryError) as from_python:
+        textsweep.promote(str(config), sweep_run_id=unknown)
+    assert str(from_python.value).startswith(f"sweep_run_id='{unknown}': no such run")
+    with pytest.raises(textsweep.RegistryError, match=r"name an unfinished one with sweep_run_id=$"):
+        textsweep.promote(str(config))
+    from_cli = run_textsweep(["promote", "--config", str(config), "--sweep-run-id", unknown], store)
+    assert from_cli.returncode == 2 and f"error: --sweep-run-id {unknown}: no such run" in from_cli.stderr
+
+
+def sweep_state(folder: Path, name: str) -> dict:
+    return json.loads((folder / name / "textsweep_state.json").read_text())
+
+
+def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_partial_sweep(store, reviews_csv):
+    config = write_sweep_file(
+        store / "gone.yaml", name="gone", source=str(reviews_csv),
+        defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 1, "recurrent_dropout": 0.0},
+        search={"algorithm": "random", "max_trials": 2, "space": {"lstm_out": {"values": [4, 8]}}},
+    )
+    first = run_textsweep(["sweep", "--config", str(config), "--quiet"], store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    database = store / "mlruns" / "mlflow.db"
+    state = sweep_state(store / "mlruns" / "tuner", "gone")
+    assert state["store"] == f"sqlite:///{database}" and state["experiment"] == "gone"
+    old_run = state["sweep_run_id"]
+
+    database.unlink()  # the tuner state stays: a store deleted by hand
+    refused = run_textsweep(["sweep", "--config", str(config), "--quiet"], store)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert (f"the tuner state of sweep 'gone' in {store}/mlruns/tuner/gone belongs to sweep run {old_run} in store "
+            f"sqlite:///{database}, but sqlite:///{database} holds no such run in experiment 'gone'") in refused.stderr
+    assert "Pass --restart to start the sweep afresh" in refused.stderr
+    assert MlflowClient(f"sqlite:///{database}").get_experiment_by_name("gone") is None  # nothing created
+
+    restarted = run_textsweep(["sweep", "--config", str(config), "--quiet", "--restart"], store)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    runs = trial_runs(store, "gone")
+    assert sorted((r.data.tags["textsweep.trial_id"], r.info.status) for r in runs) == [("0", "FINISHED"), ("1", "FINISHED")]
+    new_run = sweep_state(store / "mlruns" / "tuner", "gone")["sweep_run_id"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {new_run} != {old_run}
+
+    MlflowClient(f"sqlite:///{database}").delete_run(new_run)  # deleted in the UI
+    deleted = run_textsweep(["sweep", "--config", str(config), "--quiet"], store)
+    assert deleted.returncode == 2 and "Traceback" not in deleted.stderr
+    assert f"that run is deleted in sqlite:///{database}" in deleted.stderr
+    assert f"restore it (mlflow runs restore --run-id {new_run}) to resume" in deleted.stderr
+
+
+def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_partial_sweep(tmp_path, reviews_csv):
+    """Two real `mlflow server`s, one after the other, the same sweep file run from the same folder.
+
+    Before, the second server ended with 1 of 4 trials: the chief resumed the first server's
+    KerasTuner state and ran only the trial it had left.
+    """
+    sweeps, work = tmp_path / "sweeps", tmp_path / "work"
+    sweeps.mkdir(), work.mkdir()
+    config = write_sweep_file(
+        sweeps / "two.yaml", name="two-servers", source=str(reviews_csv),
+        defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 1, "recurrent_dropout": 0.0},
+        search={"algorithm": "random", "max_trials": 4, "space": {"lstm_out": {"values": [4, 8]}, "embed_dim": {"values": [4, 8]}}},
+    )
+    command = ["sweep", "--config", str(config), "--quiet"]
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    state_folder = sweeps / ".textsweep" / "tuner"  # with a remote store: beside the sweep file
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'first.db'}", tmp_path, env=server_env, artifacts=tmp_path / "first") as first:
+        swept = run_textsweep(command, work, MLFLOW_TRACKING_URI=first)
+        assert swept.returncode == 0, swept.stderr[-3000:]
+        assert "4 finished trials" in swept.stdout
+        state = sweep_state(state_folder, "two-servers")
+        assert state["store"] == first and state["experiment"] == "two-servers"
+        assert MlflowClient(first).get_run(state["sweep_run_id"]).info.status == "FINISHED"
+    assert not (work / "mlruns").exists() and not (work / ".textsweep").exists()  # not in the working folder
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'second.db'}", tmp_path, env=server_env, artifacts=tmp_path / "second") as second:
+        refused = run_textsweep(command, work, MLFLOW_TRACKING_URI=second)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        assert [line for line in refused.stderr.splitlines() if line.startswith("textsweep:")] == [
+            f"textsweep: error: the tuner state of sweep 'two-servers' in {state_folder / 'two-servers'} belongs to "
+            f"sweep run {state['sweep_run_id']} in store {first}, but {second} holds no such run in experiment "
+            "'two-servers': resuming it would leave a partial sweep here, without the trials that run holds. Pass "
+            f"--restart to start the sweep afresh in {second} (discarding that tuner state), or set "
+            f"MLFLOW_TRACKING_URI to {first} to resume it there."]
+        client = MlflowClient(second)
+        assert client.get_experiment_by_name("two-servers") is None  # nothing created on the second server
+
+        restarted = run_textsweep(command + ["--restart"], work, MLFLOW_TRACKING_URI=second)
+        assert restarted.returncode == 0, restarted.stderr[-3000:]
+        experiment = client.get_experiment_by_name("two-servers").experiment_id
+        runs = client.search_runs([experiment])
+        sweeps_run = [r for r in runs if r.data.tags["textsweep.kind"] == "sweep"]
+        trials = [r for r in runs if r.data.tags["textsweep.kind"] == "trial"]
+        assert len(sweeps_run) == 1 and sweeps_run[0].info.status == "FINISHED"
+        assert sorted((r.data.tags["textsweep.trial_id"], r.info.status) for r in trials) == \
+            [(str(i), "FINISHED") for i in range(4)]  # the whole budget, not 1 of 4 trials
+        assert sweep_state(state_folder, "two-servers")["store"] == second

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -130,6 +132,50 @@ def test_two_processes_creating_one_new_store_at_once_both_succeed(tmp_path):
 def test_tuner_state_lives_beside_a_sqlite_store(tmp_path, monkeypatch):
     use_own_store(monkeypatch, tmp_path)
     assert tracking.tuner_directory("my sweep/1") == tmp_path / "mlruns" / "tuner" / "my_sweep_1"
+    assert tracking.tuner_directory("my sweep/1", tmp_path / "sweeps" / "a.yaml") == tmp_path / "mlruns" / "tuner" / "my_sweep_1"
+
+
+def test_with_a_remote_store_tuner_state_lives_beside_the_sweep_file(tmp_path, monkeypatch):
+    """Not in whatever folder the command runs from: a sweep resumes from any folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    sweep_file = tmp_path / "sweeps" / "a.yaml"
+    assert tracking.tuner_directory("a", sweep_file) == tmp_path / "sweeps" / ".textsweep" / "tuner" / "a"
+    assert tracking.tuner_directory("a", "sweeps/a.yaml") == tmp_path / "sweeps" / ".textsweep" / "tuner" / "a"
+    assert tracking.tuner_directory("a") == tmp_path / ".textsweep" / "tuner" / "a"  # a dict from Python: here
+
+
+def test_reading_commands_on_an_empty_folder_create_no_store(store):
+    with pytest.raises(TrackingError, match=r"there is no MLflow store here \(.*mlruns/mlflow.db does not exist\).*"
+                                            r"Run this from the folder you ran `textsweep sweep` in"):
+        tracking.connect(create=False)
+    with pytest.raises(TrackingError, match="there is no MLflow store here"):
+        tracking.sweep_leaderboard("anything")
+    assert not (store / "mlruns").exists()
+    tracking.connect()  # a job that writes creates it
+    assert (store / "mlruns" / "mlflow.db").is_file() and tracking.connect(create=False)
+
+
+@pytest.mark.parametrize("listener", ["closed port", "silent port"])
+def test_an_unreachable_database_store_is_one_error_in_seconds_naming_host_and_port(store, monkeypatch, listener):
+    """MLflow itself retries a database it cannot open for ~100 s, then prints a long traceback."""
+    with socket.socket() as silent:  # accepts TCP connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1] if listener == "silent port" else 1  # nothing listens on port 1
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://alice:s3cret@127.0.0.1:{port}/mlflow")
+        started = time.monotonic()
+        with pytest.raises(TrackingError) as error:
+            tracking.connect()
+    message = str(error.value)
+    assert time.monotonic() - started < 3 * tracking.CONNECT_TIMEOUT_S
+    assert message.startswith("the MLflow database store postgresql://***@127.0.0.1:")
+    if listener == "closed port":
+        assert "is unreachable: nothing accepts connections on 127.0.0.1:1 (Connection refused); start the database" in message
+    else:
+        assert f"did not accept a connection on 127.0.0.1:{port}: connection timeout expired; check that" in message
+    assert "s3cret" not in message and "\n" not in message
+    assert not (store / "mlruns").exists()
 
 
 def test_tracking_knows_nothing_of_the_tuner_or_the_jobs():

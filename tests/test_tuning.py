@@ -7,7 +7,7 @@ import pytest
 from conftest import review_rows
 from textsweep.config import parse_config
 from textsweep.data import prepare
-from textsweep.errors import ConfigError
+from textsweep.errors import OPTION_STYLE, ConfigError
 from textsweep.tuning import (
     ProgressReporting,
     build_tuner,
@@ -141,28 +141,56 @@ def test_grid_resumed_between_trials_finishes_the_grid(tmp_path):
 # ---------------------------------------------------------------- the wall-clock budget
 
 
-def test_no_trial_starts_after_the_deadline(tmp_path, encoded):
-    tuner = build_tuner(tiny_config(), tmp_path / "t", mixins=(Recorder,), deadline=time.time() - 1)
-    tuner.search(encoded, **fit_arguments(tiny_config()))
-    assert tuner.began == {} and tuner.oracle.trials == {}
-    assert tuner.stopped_by_time
+class BudgetRunsOutAtEpoch(Recorder):
+    """Tuner mixin: the wall-clock budget runs out at the end of epoch `epoch` of the first trial.
+
+    The deadline is set to that moment, so the test waits on an event (an epoch's end), not on a
+    guess at how many epochs this machine trains in so many seconds.
+    """
+
+    def __init__(self, *args, budget_epoch: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget_epoch = budget_epoch
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        if epoch == self.budget_epoch and len(self.began) == 1:
+            self.deadline = self.oracle.deadline = time.time()
+        super().on_epoch_end(trial, model, epoch, logs=logs)
 
 
 def test_the_deadline_stops_the_running_trial_after_its_epoch_and_keeps_it(tmp_path, encoded):
-    config = tiny_config(epochs=200, max_trials=20)  # a trial would last a minute; the budget ends it in seconds
-    deadline = time.time() + 5
-    tuner = build_tuner(config, tmp_path / "t", mixins=(Recorder,), deadline=deadline)
+    config = tiny_config(epochs=200, max_trials=20)  # 200 epochs: only the budget can end this trial
+    tuner = build_tuner(config, tmp_path / "t", mixins=(BudgetRunsOutAtEpoch,), deadline=time.time() + 3600,
+                        budget_epoch=2)
     tuner.search(encoded, **fit_arguments(config))
-    assert time.time() < deadline + 30
-    assert all(began < deadline for began in tuner.began.values())  # no trial started after it
-    last = max(tuner.began, key=tuner.began.get)
-    ends = tuner.epoch_ends[last]
-    assert all(end < deadline for end in ends[:-1]) and ends[-1] >= deadline  # stopped within one epoch of it
-    assert len(ends) < 200
-    stopped = tuner.oracle.get_trial(last)
-    assert stopped.status == "COMPLETED" and stopped.score is not None and stopped.best_step < len(ends)
-    assert set(tuner.oracle.trials) == set(tuner.began)
-    assert tuner.stopped_by_time
+    assert list(tuner.began) == ["00"]  # no trial started after the deadline
+    assert len(tuner.epoch_ends["00"]) == 3  # stopped at the end of the epoch in which the budget ran out
+    stopped = tuner.oracle.get_trial("00")
+    assert stopped.status == "COMPLETED" and stopped.score is not None and stopped.best_step <= 2  # kept, best epoch
+    assert set(tuner.oracle.trials) == {"00"} and tuner.stopped_by_time
+
+
+def test_a_deadline_passed_before_the_first_trial_still_gives_one_epoch_of_it(tmp_path, encoded):
+    """search.max_time shorter than the sweep's start (1s): the sweep still ends with a result, which
+    measures how long an epoch takes; no second trial starts."""
+    config = tiny_config(epochs=200, max_trials=20)
+    tuner = build_tuner(config, tmp_path / "t", mixins=(Recorder,), deadline=time.time() - 1)
+    tuner.search(encoded, **fit_arguments(config))
+    assert list(tuner.began) == ["00"] and len(tuner.epoch_ends["00"]) == 1
+    assert tuner.oracle.get_trial("00").status == "COMPLETED" and tuner.stopped_by_time
+
+
+def test_a_chief_s_oracle_past_its_deadline_hands_out_only_a_first_result(tmp_path):
+    oracle = build_tuner(config_for("random"), tmp_path / "t", deadline=time.time() - 1).oracle
+    first = oracle.create_trial("tuner0")
+    assert first.status == "RUNNING"  # no trial has finished yet: the first one still starts
+    assert oracle.create_trial("tuner1").status == "STOPPED"  # one is running: it will be the result
+    first.status = "FAILED"  # ... unless it fails: then another takes its place
+    oracle.end_trial(first)
+    second = oracle.create_trial("tuner0")
+    assert second.status == "RUNNING" and second.trial_id != first.trial_id
+    finish(oracle, second)
+    assert oracle.create_trial("tuner0").status == "STOPPED" and len(oracle.trials) == 2 and oracle.stopped_by_time
 
 
 def test_a_chief_s_oracle_stops_handing_out_trials_at_the_deadline(tmp_path):
@@ -234,9 +262,9 @@ def test_resume_refuses_a_changed_space_or_data(tmp_path):
     write_state(tmp_path, identity | {"sweep_run_id": "abc"})
     assert check_resumable(tmp_path, identity, "t")["sweep_run_id"] == "abc"
     changed = config_for("random", space={"embed_dim": {"min": 8, "max": 64, "step": 8}})
-    with pytest.raises(ConfigError, match="different search space.*--restart"):
+    with pytest.raises(ConfigError, match=r"different search space.*Pass restart=True"):  # the API's keyword
         check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")
-    with pytest.raises(ConfigError, match="different data.*fp1 -> fp2.*--restart"):
+    with pytest.raises(ConfigError, match=r"different data.*fp1 -> fp2.*restart=True"):
         check_resumable(tmp_path, sweep_identity(config, "fp2"), "t")
     # the budget (trials or time) and the promote flag may change between runs of the same sweep
     assert check_resumable(tmp_path, sweep_identity(config_for("random", promote=True, max_trials=9, max_time="2h"), "fp1"), "t")
@@ -250,13 +278,33 @@ def test_the_refusal_names_each_changed_setting_with_old_and_new_values(tmp_path
     with pytest.raises(ConfigError) as refused:
         check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")
     message = str(refused.value)
-    assert 'search.space.embed_dim: {"min": 8.0, "max": 32.0, "step": 8.0} -> {"min": 8.0, "max": 64.0, "step": 8.0}' in message
-    assert 'search.space.batch_size: {"values": [32.0, 64.0]} -> not searched' in message
-    assert 'search.space.lstm_out: not searched -> {"values": [4.0, 8.0]}' in message
+    # integer hyperparameters as integers (validation keeps them as floats: 8.0)
+    assert 'search.space.embed_dim: {"min": 8, "max": 32, "step": 8} -> {"min": 8, "max": 64, "step": 8}' in message
+    assert 'search.space.batch_size: {"values": [32, 64]} -> not searched' in message
+    assert 'search.space.lstm_out: not searched -> {"values": [4, 8]}' in message
     assert 'search.algorithm: "random" (default) -> "bayesian"' in message
     assert "defaults.epochs: 4 -> 6" in message and "defaults.dropout: 0.2 (default) -> 0.3" in message
     assert "defaults.lstm_out: 196 (default) -> 4" in message
-    assert "--restart" in message
+    assert "restart=True" in message and "--restart" not in message  # from Python: the keyword argument
+    cli_style = OPTION_STYLE.set("cli")
+    try:
+        with pytest.raises(ConfigError, match="Pass --restart to start"):  # from the CLI: the flag
+            check_resumable(tmp_path, sweep_identity(changed, "fp1"), "t")
+    finally:
+        OPTION_STYLE.reset(cli_style)
+
+
+def test_a_refusal_after_a_data_change_names_the_data_setting(tmp_path):
+    config = parse_config({"name": "t", "data": {"limit": 300}})
+    write_state(tmp_path, sweep_identity(config, "fp1") | {"sweep_run_id": "abc"})
+    changed = parse_config({"name": "t", "data": {"limit": 400, "cleaning": "none"}})
+    with pytest.raises(ConfigError) as refused:
+        check_resumable(tmp_path, sweep_identity(changed, "fp2"), "t")
+    assert 'different data (data.cleaning: "unicode" (default) -> "none"; data.limit: 300 -> 400; fingerprint fp1 -> fp2)' \
+        in str(refused.value)
+    with pytest.raises(ConfigError, match=r"the same data settings, but the rows changed: fingerprint fp1 -> fp3"):
+        check_resumable(tmp_path, sweep_identity(config, "fp3"), "t")  # the file's rows changed, not the sweep file
+    assert check_resumable(tmp_path, sweep_identity(config, "fp1"), "t")["sweep_run_id"] == "abc"
 
 
 def test_a_state_file_from_before_settings_were_kept_still_resumes_and_refuses(tmp_path):

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from textsweep import __version__
-from textsweep.errors import TextsweepError
+from textsweep.errors import OPTION_STYLE, TextsweepError
 
 DEFAULT_SWEEP_FILE = "sweeps/quick.yaml"
 
@@ -52,14 +52,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from textsweep.tracking import redact, tracking_uri, ui_command
 
     try:
-        result = jobs.sweep(config, quiet=args.quiet, restart=args.restart, workers=args.workers)
-    except KeyboardInterrupt:
+        # The file, not the loaded config: with a remote store the tuner state lives beside it.
+        result = jobs.sweep(args.config, quiet=args.quiet, restart=args.restart, workers=args.workers)
+    except KeyboardInterrupt as interrupt:
         print(
             f"\nsweep {config.name!r} interrupted: the running trial's run is KILLED, finished trials are kept.\n"
             f"resume with the same command: textsweep sweep --config {args.config}",
             file=sys.stderr,
         )
-        return 130
+        return interrupted_exit_code(interrupt)
     if result.role.startswith("worker"):
         print(f"{result.role}: no trial left, done after {result.elapsed_s / 60:.1f} min")
         return 0
@@ -71,8 +72,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
     print(jobs.versus_reference(best, result.reference))
-    if result.stopped_by == "max_time":
-        print(f"search.max_time ({config.search.max_time}) ended the search; rerun with a larger budget to resume")
+    if result.stop_reason:
+        print(result.stop_reason)
     print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri(), result.experiment_id)}")
     if config.search.promote:
         print(result.promote().summary())
@@ -109,13 +110,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from textsweep.jobs import versus_reference
     from textsweep.tracking import connect, reference_run
 
-    sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)
+    sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)  # reads the store, never creates one
     print(f"sweep run {sweep.info.run_id} ({sweep.info.status}) of experiment {args.name!r}: {len(table)} finished trials")
     if "data_classes" in sweep.data.params:
         print(f"classes (label names, in output order): {sweep.data.params['data_classes']}")
     if not table.empty:
         print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    reference = reference_run(connect(), sweep.info.experiment_id, sweep.info.run_id)
+    reference = reference_run(connect(create=False), sweep.info.experiment_id, sweep.info.run_id)
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
     print(versus_reference(best, dict(reference.data.metrics) if reference else None))
     return 0
@@ -183,8 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that a job ends the same way."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
+def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal's number, the shell's convention: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,16 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, timeout, docker stop, schedulers) ends a job as Ctrl-C does: its runs end
     # KILLED and the same command resumes it.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    style = OPTION_STYLE.set("cli")  # errors name flags (--restart), not the API's keyword arguments
     try:
         return args.handler(args)
     except TextsweepError as exc:
         print(f"textsweep: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("\ntextsweep: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_exit_code(interrupt)
     finally:
+        OPTION_STYLE.reset(style)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ import pandas as pd
 from textsweep import tracking
 from textsweep.config import SweepConfig, load_config, params_with, parse_config
 from textsweep.data import PreparedData, load_data, prepare
-from textsweep.errors import ConfigError, DataError, SweepError, TrackingError
+from textsweep.errors import ConfigError, DataError, SweepError, TrackingError, option
 from textsweep.vocab import EncodedSplits, encode_splits
 
 DATAFRAME_SOURCE = "dataframe"  # data.source logged for a DataFrame passed to the API
@@ -63,6 +63,31 @@ def prepare_data(config: SweepConfig, data: pd.DataFrame | None = None) -> tuple
     if note := prepared.script_note():
         print(note, file=sys.stderr, flush=True)
     return prepared, encode_splits(prepared, subword_size=config.subword_size)
+
+
+def check_model_fits_data(config: SweepConfig, prepared: PreparedData) -> None:
+    """What only the data can tell about the model (a sigmoid output for 3 classes), checked
+    before any MLflow run exists, so that a mistake leaves nothing behind."""
+    from textsweep.model import check_output_fits
+
+    check_output_fits(config.defaults.output, len(prepared.classes))
+
+
+def checked_callbacks(callbacks: Any) -> list[Any]:
+    """`callbacks=` of the API as a list of Keras callbacks, or a ConfigError before any run exists."""
+    if isinstance(callbacks, (str, bytes, Mapping)) or not isinstance(callbacks, Iterable):
+        raise ConfigError(f"callbacks must be a list of Keras callbacks (keras.callbacks.Callback); got {callbacks!r}")
+    callbacks = list(callbacks)
+    if callbacks:
+        import keras
+
+        wrong = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
+        if wrong:
+            raise ConfigError(
+                f"callbacks must be Keras callbacks (keras.callbacks.Callback); {wrong[0]!r} "
+                f"({type(wrong[0]).__name__}) is not one"
+            )
+    return callbacks
 
 
 # ---------------------------------------------------------------- results
@@ -104,7 +129,7 @@ def load_trial_model(experiment_id: str, run_id: str) -> RawTextModel:
     from textsweep.serving import classify
     from textsweep.vocab import load_tokenizer
 
-    tracking.connect()
+    tracking.connect(create=False)
     trial = TrialChoice("", experiment_id, run_id, "", "", float("nan"))
     keras_model, vocabulary = trial_keras_model(trial), load_tokenizer(trial_vocabulary(trial))
     return RawTextModel(lambda frame: classify(keras_model, vocabulary, frame["text"].tolist()), f"runs:/{run_id}")
@@ -129,6 +154,7 @@ class SweepResult:
     elapsed_s: float
     role: str = "single"
     stopped_by: str | None = None  # "max_time" when search.max_time ended the search
+    stop_reason: str | None = None  # then, in words: the budget, and how long an epoch and a trial take
     reference: dict[str, float] | None = None  # the linear reference's figures (search.reference)
     config: SweepConfig | None = field(default=None, repr=False)
     data: pd.DataFrame | None = field(default=None, repr=False)
@@ -166,6 +192,7 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
     config = resolve_config(config)
     client = tracking.connect()
     prepared, encoded = prepare_data(config, data)  # before any run exists: bad data leaves no run behind
+    check_model_fits_data(config, prepared)
     import mlflow
     from keras.callbacks import TerminateOnNaN
 
@@ -246,12 +273,19 @@ def sweep(
     The role comes from KerasTuner's variables: none set, one process runs every trial;
     `KERASTUNER_TUNER_ID=chief` serves the oracle and owns the sweep run; any other tuner id is a
     worker that joins the chief's sweep run.
+
+    The tuner state that resumes the sweep lives beside a SQLite store, and with a remote store
+    beside the sweep file (the working folder for a dict or a `SweepConfig`): tracking.tuner_directory.
     """
+    sweep_file = Path(config) if isinstance(config, (str, Path)) else None
     config = resolve_config(config)
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
+    callbacks = checked_callbacks(callbacks)
     client = tracking.connect()
     prepared, encoded = prepare_data(config, data)
+    check_model_fits_data(config, prepared)
+    directory = tracking.tuner_directory(config.name, sweep_file)
     from textsweep.distributed import distributed_role, local_chief_environment
 
     with environment(local_chief_environment() if workers else {}):
@@ -261,38 +295,40 @@ def sweep(
 
             stay_off_gpus()  # before its tuner builds a model: the GPUs are the workers'
         if role == "worker":
-            return sweep_as_worker(client, config, prepared, encoded, quiet=quiet, callbacks=callbacks, stream=stream)
+            return sweep_as_worker(client, config, prepared, encoded, directory, quiet=quiet, callbacks=callbacks,
+                                   stream=stream)
         return sweep_as_owner(
-            client, config, prepared, encoded, data, role=role or "single", quiet=quiet, restart=restart,
+            client, config, prepared, encoded, data, directory, role=role or "single", quiet=quiet, restart=restart,
             workers=workers, callbacks=callbacks, stream=stream,
         )
 
 
 def sweep_as_owner(
     client: Any, config: SweepConfig, prepared: PreparedData, encoded: EncodedSplits, data: pd.DataFrame | None,
-    *, role: str, quiet: bool, restart: bool, workers: int, callbacks: Sequence[Any], stream: Any,
+    directory: Path, *, role: str, quiet: bool, restart: bool, workers: int, callbacks: Sequence[Any], stream: Any,
 ) -> SweepResult:
     """One process running every trial, or the chief: either way the owner of the sweep run."""
     import mlflow
 
-    from textsweep.tuning import check_resumable, discard_state, sweep_identity, write_state
+    from textsweep.tuning import check_resumable, discard_state, space_entry_text, sweep_identity, write_state
 
     started = time.monotonic()
     # search.max_time counts from this run's start: a rerun with a larger budget resumes
     deadline = time.time() + config.search.max_time_seconds if config.search.max_time else None
-    directory = tracking.tuner_directory(config.name)
     with sweep_owner_lock(directory, config.name, role):
         if restart:
             discard_state(directory)
         identity = sweep_identity(config, prepared.fingerprint)
         state = check_resumable(directory, identity, config.name)
         resume_id = state.get("sweep_run_id") if state else None
-        if resume_id and tracking.run_is_gone(client, resume_id):
-            resume_id = None
+        if resume_id:
+            check_state_store(client, config, directory, state)
         experiment = tracking.experiment_id(client, config.name)
         with tracking.job_run(client, config, kind="sweep", resume_run_id=resume_id) as parent:
             sweep_run_id = parent.info.run_id
-            write_state(directory, identity | {"sweep_run_id": sweep_run_id})
+            # The store, experiment and sweep run this state belongs to: check_state_store on resume.
+            write_state(directory, identity | {"sweep_run_id": sweep_run_id, "store": tracking.redact(tracking.tracking_uri()),
+                                               "experiment": config.name, "experiment_id": experiment})
             if resume_id:
                 tracking.kill_running_trial_runs(client, experiment, sweep_run_id, "interrupted: the sweep process died; resumed")
             else:
@@ -305,7 +341,8 @@ def sweep_as_owner(
                         "objective": config.search.objective,
                         "epochs": config.defaults.epochs,
                     }
-                    | {f"space.{name}": entry.model_dump_json(exclude_none=True) for name, entry in config.search.space.items()}
+                    | {f"space.{name}": space_entry_text(name, entry.model_dump(mode="json", exclude_none=True))
+                       for name, entry in config.search.space.items()}
                 )
             reference = log_reference(client, config, prepared, experiment, sweep_run_id)
             context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
@@ -323,17 +360,73 @@ def sweep_as_owner(
             stopped_by = "max_time" if tuner.stopped_by_time else None
             mlflow.set_tag(TAG_STOPPED_BY, stopped_by or "budget")
             table = tracking.log_sweep_summary(client, config, experiment, sweep_run_id)
+            stop_reason = time_budget_reason(client, config, experiment, sweep_run_id, len(table)) if stopped_by else None
             if table.empty:
-                reason = "no trial finished"
-                mlflow.set_tag("textsweep.failure_reason", reason)
-                raise SweepError(
-                    f"sweep {config.name!r} ended with no finished trial; the failed trial runs hold failure.txt "
-                    "with each reason. Fix the cause, then rerun the same command to resume"
-                )
+                mlflow.set_tag("textsweep.failure_reason", "no trial finished" + (f": {stop_reason}" if stop_reason else ""))
+                raise SweepError(no_finished_trial(client, config, experiment, sweep_run_id, stop_reason))
     return SweepResult(
         sweep_run_id, experiment, config.name, table, bool(resume_id), time.monotonic() - started, role,
-        stopped_by=stopped_by, reference=reference, config=config, data=data,
+        stopped_by=stopped_by, stop_reason=stop_reason, reference=reference, config=config, data=data,
     )
+
+
+def check_state_store(client: Any, config: SweepConfig, directory: Path, state: dict[str, Any]) -> None:
+    """Resume only tuner state whose sweep run this store holds.
+
+    State that belongs to another store (a fresh tracking server, a deleted mlflow.db, a sweep
+    run deleted in the UI) would resume as a partial sweep: KerasTuner skips the trials it ran,
+    which this store does not hold. Refused before anything is created, with the two ways out.
+    """
+    run_id = state["sweep_run_id"]
+    run = tracking.find_run(client, run_id)
+    experiment = client.get_experiment_by_name(config.name)
+    in_experiment = run is not None and experiment is not None and run.info.experiment_id == experiment.experiment_id
+    if in_experiment and run.info.lifecycle_stage != "deleted":
+        return
+    store, recorded = tracking.redact(tracking.tracking_uri()), state.get("store")  # older state files lack it
+    if run is not None and run.info.lifecycle_stage == "deleted":
+        found, resume = f"that run is deleted in {store}", f"restore it (mlflow runs restore --run-id {run_id}) to resume"
+    else:
+        found = f"{store} holds no such run in experiment {config.name!r}"
+        resume = f"set MLFLOW_TRACKING_URI to {recorded} to resume it there" if recorded and recorded != store else None
+    raise SweepError(
+        f"the tuner state of sweep {config.name!r} in {directory} belongs to sweep run {run_id}"
+        + (f" in store {recorded}" if recorded else "") + f", but {found}: resuming it would leave a partial sweep "
+        f"here, without the trials that run holds. Pass {option('restart', True)} to start the sweep afresh in "
+        f"{store} (discarding that tuner state)" + (f", or {resume}" if resume else "") + "."
+    )
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+def time_budget_reason(client: Any, config: SweepConfig, experiment: str, sweep_run_id: str, finished: int) -> str:
+    """Why search.max_time ended the search, with what an epoch and a trial take here (measured
+    from the sweep's trial runs), so the next budget can be chosen."""
+    reason = (f"search.max_time ({config.search.max_time}) ended the search after {finished} finished "
+              f"trial{'' if finished == 1 else 's'}")
+    epoch = tracking.epoch_seconds(client, experiment, sweep_run_id, config.search.objective)
+    if epoch is not None:
+        trial = epoch * config.defaults.epochs
+        reason += (f"; here an epoch takes about {duration_text(epoch)} and a trial of {config.defaults.epochs} epochs "
+                   f"about {duration_text(trial)}" + (", more than the whole budget" if trial > config.search.max_time_seconds else ""))
+    return f"{reason}. Rerun the same command with a larger search.max_time to resume (finished trials are kept)"
+
+
+def no_finished_trial(client: Any, config: SweepConfig, experiment: str, sweep_run_id: str, stop_reason: str | None) -> str:
+    """The error of a sweep that ended without a finished trial, naming its cause."""
+    failed = tracking.count_trial_runs(client, experiment, sweep_run_id, "FAILED")
+    if failed:
+        cause = (f"its {failed} failed trial run{'s hold' if failed > 1 else ' holds'} failure.txt with the reason. "
+                 "Fix the cause, then rerun the same command to resume")
+    elif stop_reason:
+        cause = stop_reason
+    else:
+        cause = f"no trial ran. Rerun the same command to resume, or pass {option('restart', True)} to start it afresh"
+    return f"sweep {config.name!r} ended with no finished trial: {cause}"
 
 
 def log_reference(client: Any, config: SweepConfig, prepared: PreparedData, experiment: str,
@@ -448,7 +541,7 @@ def running_elsewhere(name: str, owner_json: str) -> str:
                 f"KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT={port} textsweep sweep --config <the same file>")
     else:
         join = ("a single-process sweep takes no workers: to run trials in parallel, stop it (Ctrl-C; it resumes) "
-                "and rerun with --workers N")
+                f"and rerun with {option('workers', 2)} (or more)")
     return (f"sweep {name!r} is already running ({who}); running it twice would run every trial twice. "
             f"Wait for it to finish (then this command resumes it), or {join}")
 
@@ -526,7 +619,7 @@ def chief_sweep_run(client: Any, experiment: str, timeout_s: float = 300) -> str
 
 
 def sweep_as_worker(
-    client: Any, config: SweepConfig, prepared: PreparedData, encoded: EncodedSplits,
+    client: Any, config: SweepConfig, prepared: PreparedData, encoded: EncodedSplits, directory: Path,
     *, quiet: bool, callbacks: Sequence[Any], stream: Any,
 ) -> SweepResult:
     """Worker role: pull trials from the chief's oracle, log each under the shared sweep run."""
@@ -548,7 +641,7 @@ def sweep_as_worker(
             "give every process the same sweep file and data"
         )
     context = tracking.TrialContext(experiment, encoded, config.search.objective, sweep_run_id)
-    tuner = search(config, tracking.tuner_directory(config.name), context, quiet=quiet, callbacks=callbacks,
+    tuner = search(config, directory, context, quiet=quiet, callbacks=callbacks,
                    stream=stream, mixins=(WorkerHeartbeat,), deadline=deadline)
     return SweepResult(
         sweep_run_id, experiment, config.name, pd.DataFrame(), False, time.monotonic() - started,

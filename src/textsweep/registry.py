@@ -53,7 +53,7 @@ from mlflow.tracking import MlflowClient
 from textsweep import plots, serving
 from textsweep.config import CHALLENGER_ALIAS, SweepConfig
 from textsweep.data import PreparedData, load_data
-from textsweep.errors import RegistryError
+from textsweep.errors import RegistryError, option
 from textsweep.tracking import (
     KERAS_MODEL_NAME,
     TAG_KIND,
@@ -182,12 +182,12 @@ def find_sweep_run(client: MlflowClient, config: SweepConfig, sweep_run_id: str 
             run = client.get_run(sweep_run_id)
         except MlflowException:
             raise RegistryError(
-                f"--sweep-run-id {sweep_run_id!r}: no such run in {store}; leave it out to take the "
+                f"{option('sweep_run_id', sweep_run_id)}: no such run in {store}; leave it out to take the "
                 f"latest finished sweep of experiment {config.name!r}"
             ) from None
         if run.info.experiment_id != experiment.experiment_id or run.data.tags.get(TAG_KIND) != "sweep":
             raise RegistryError(
-                f"--sweep-run-id {sweep_run_id!r} is not a sweep run of experiment {config.name!r} "
+                f"{option('sweep_run_id', sweep_run_id)} is not a sweep run of experiment {config.name!r} "
                 f"(it is a {run.data.tags.get(TAG_KIND, 'non-textsweep')} run); pass the id of the sweep's "
                 "parent run, or leave it out to take the latest finished sweep"
             )
@@ -197,7 +197,7 @@ def find_sweep_run(client: MlflowClient, config: SweepConfig, sweep_run_id: str 
         raise RegistryError(
             f"experiment {config.name!r} in {store} has no FINISHED sweep run: nothing to promote. "
             "Run or resume the sweep to its end (textsweep sweep --config <this file>), "
-            "or name an unfinished one with --sweep-run-id"
+            f"or name an unfinished one with {option('sweep_run_id')}"
         )
     return runs[0]
 
@@ -263,7 +263,7 @@ def trial_keras_model(trial: TrialChoice) -> Any:
     if not models:
         raise RegistryError(
             f"trial run {trial.run_id} (trial {trial.trial_id}) has no logged Keras model {KERAS_MODEL_NAME!r}; "
-            "it cannot be promoted. Re-run the sweep with --restart, or pass another --sweep-run-id"
+            f"it cannot be promoted. Re-run the sweep with {option('restart', True)}, or pass another {option('sweep_run_id')}"
         )
     from textsweep.layers import keep_legacy_lstms_off_cudnn  # also registers RightPaddedRNN for loading
 
@@ -280,7 +280,7 @@ def trial_vocabulary(trial: TrialChoice) -> str:
     except (MlflowException, OSError):
         raise RegistryError(
             f"trial run {trial.run_id} (trial {trial.trial_id}) has no tokenizer artifact under tokenizer/; it cannot "
-            "be promoted. Re-run the sweep with --restart, or pass another --sweep-run-id"
+            f"be promoted. Re-run the sweep with {option('restart', True)}, or pass another {option('sweep_run_id')}"
         ) from None
 
 
@@ -561,7 +561,7 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None, data: Prepared
 
     `data`: the sweep's data prepared from a DataFrame (jobs.promote), instead of `data.source`.
     """
-    client = connect()
+    client = connect(create=False)  # an empty folder has nothing to promote: no store is created there
     sweep = find_sweep_run(client, config, sweep_run_id)
     trial = best_trial(client, sweep, config.search.objective)
     data = prepared_test_data(config, sweep, data)
@@ -619,7 +619,8 @@ def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialCho
 
 def load_classifier(model_uri: str) -> Any:
     """A registered (or any) textsweep pyfunc model, e.g. `models:/uz-sentiment@champion`."""
-    connect()
+    if model_uri.startswith(("models:", "runs:")):  # read from the store, which must exist; a path needs none
+        connect(create=False)
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:

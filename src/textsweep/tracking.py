@@ -24,6 +24,7 @@ import functools
 import os
 import platform
 import re
+import statistics
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,21 +112,25 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def connect() -> MlflowClient:
-    """Point MLflow at the store, creating the local one, and check that it answers."""
-    uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        import requests
+def connect(*, create: bool = True) -> MlflowClient:
+    """Point MLflow at the store and check that it answers, in seconds, before MLflow retries it.
 
-        try:
-            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
-        except requests.RequestException as exc:
-            raise TrackingError(
-                f"MLflow tracking server {redact(uri)} is unreachable ({type(exc).__name__}); start it "
-                "(mlflow server --host 127.0.0.1 ...) or unset MLFLOW_TRACKING_URI to use the local store"
-            ) from None
-    mlflow.set_tracking_uri(uri)
+    `create=False` (commands that only read: runs, predict, promote) refuses a local store that
+    does not exist instead of creating an empty one.
+    """
+    uri = tracking_uri()
     database = sqlite_path(uri)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    elif database is None and database_backend(uri) is not None:
+        check_database(uri)
+    if database is not None and not create and not database.is_file():
+        raise TrackingError(
+            f"there is no MLflow store here ({database} does not exist), so no sweep or model to read. Run this "
+            "from the folder you ran `textsweep sweep` in (it holds mlruns/), or set MLFLOW_TRACKING_URI to the "
+            "store you used"
+        )
+    mlflow.set_tracking_uri(uri)
     if database is None:
         return open_store(uri)
     check_writable(database)
@@ -135,6 +140,82 @@ def connect() -> MlflowClient:
     with (database.parent / f".{database.name}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return open_store(uri)
+
+
+def check_server(uri: str) -> None:
+    """A tracking server that does not answer `/health` is reported before any run is created."""
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"MLflow tracking server {redact(uri)} is unreachable ({type(exc).__name__}); start it "
+            "(mlflow server --host 127.0.0.1 ...) or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from None
+
+
+# A database store's default port per backend, and how long to wait for it: MLflow itself retries
+# a store it cannot open for about 100 s, with a warning each time, before a long traceback.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+CONNECT_TIMEOUT_S = 5
+# The drivers whose connect() takes a `connect_timeout` in seconds (a port that accepts the TCP
+# connection but never answers as a database would otherwise hang the check).
+DRIVERS_WITH_CONNECT_TIMEOUT = {"psycopg", "psycopg2", "pymysql", "mysqldb"}
+
+
+def database_backend(uri: str) -> str | None:
+    """`postgresql`, `mysql` or `mssql` for a database store's URI (with or without `+driver`), else None."""
+    backend = urlsplit(uri).scheme.split("+")[0].lower()
+    return backend if backend in DATABASE_PORTS else None
+
+
+def check_database(uri: str) -> None:
+    """A database store that is unreachable or refuses the login is one clear error, in seconds:
+    its driver is loaded, its host and port are connected to, then one login is tried."""
+    import socket
+
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(uri)
+    timeout = {"connect_timeout": CONNECT_TIMEOUT_S} if url.get_driver_name() in DRIVERS_WITH_CONNECT_TIMEOUT else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=timeout)
+    except ModuleNotFoundError as exc:
+        raise missing_driver(uri, exc) from None
+    host, port = url.host, url.port or DATABASE_PORTS[database_backend(uri)]
+    if host:  # else a Unix socket, which the login below reaches
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+            raise TrackingError(
+                f"the MLflow database store {redact(uri)} is unreachable: nothing accepts connections on "
+                f"{host}:{port} ({reason}); start the database, or fix the host and port in MLFLOW_TRACKING_URI "
+                "(or unset it to use the local store)"
+            ) from None
+    try:
+        engine.connect().close()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        if url.password:  # drivers do not print it, but a message must never carry it
+            reason = re.sub(rf"(?<!\w){re.escape(str(url.password))}(?!\w)", "***", reason)
+        where = f" on {host}:{port}" if host else ""
+        raise TrackingError(
+            f"the MLflow database store {redact(uri)} did not accept a connection{where}: {reason}; check that "
+            "MLFLOW_TRACKING_URI names the database's host and port, a user and password it accepts, and a "
+            "database that exists"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def missing_driver(uri: str, exc: ModuleNotFoundError) -> TrackingError:
+    package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
+    return TrackingError(
+        f"the MLflow store {redact(uri)} needs the database driver {exc.name!r}, which is not installed; "
+        f"pip install {package}"
+    )
 
 
 def check_writable(database: Path) -> None:
@@ -161,11 +242,7 @@ def open_store(uri: str) -> MlflowClient:
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)
     except ModuleNotFoundError as exc:
-        package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
-        raise TrackingError(
-            f"the MLflow store {redact(uri)} needs the database driver {exc.name!r}, which is not installed; "
-            f"pip install {package}"
-        ) from None
+        raise missing_driver(uri, exc) from None
     except MlflowException as exc:
         if uri.startswith(("http://", "https://")):
             raise
@@ -504,7 +581,7 @@ def find_sweep_runs(
 
 def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.DataFrame]:
     """The latest (or given) sweep run of experiment `name` and its finished trials, best first."""
-    client = connect()
+    client = connect(create=False)  # reads only: an empty folder gets no store
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         known = ", ".join(e.name for e in client.search_experiments()) or "none"
@@ -518,6 +595,24 @@ def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, 
         sweep = sweeps[0]
     objective = sweep.data.params.get("objective", "val_accuracy")
     return sweep, leaderboard(client, experiment.experiment_id, sweep.info.run_id, objective)
+
+
+def count_trial_runs(client: MlflowClient, experiment: str, sweep_run_id: str, status: str) -> int:
+    """How many of the sweep's trial runs ended in `status` (FINISHED, FAILED, KILLED)."""
+    query = f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = 'trial' and attributes.status = '{status}'"
+    return len(client.search_runs([experiment], filter_string=query))
+
+
+def epoch_seconds(client: MlflowClient, experiment: str, sweep_run_id: str, metric: str) -> float | None:
+    """The median time of one epoch in the sweep's trials, from when each epoch's `metric` was logged
+    (a trial's first epoch counts from its run's start, so it includes building the model); None
+    before any epoch ended."""
+    runs = client.search_runs([experiment], filter_string=f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = 'trial'")
+    durations = []
+    for run in runs:
+        times = [run.info.start_time, *sorted(m.timestamp for m in client.get_metric_history(run.info.run_id, metric))]
+        durations += [(end - start) / 1000 for start, end in zip(times, times[1:])]
+    return statistics.median(durations) if durations else None
 
 
 def kill_running_trial_runs(
@@ -551,15 +646,31 @@ def supersede_earlier_runs(client: MlflowClient, experiment: str, sweep_run_id: 
     return len(earlier)
 
 
-def tuner_directory(name: str) -> Path:
-    """KerasTuner's state (oracle, trials, checkpoints): beside a SQLite store, else under ./mlruns."""
-    uri = tracking_uri()
-    root = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else STORE_DIR
-    return root / "tuner" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+STATE_FOLDER = Path(".textsweep") / "tuner"  # a remote store's tuner state, beside the sweep file
 
 
-def run_is_gone(client: MlflowClient, run_id: str) -> bool:
+def tuner_directory(name: str, sweep_file: str | Path | None = None) -> Path:
+    """KerasTuner's state of sweep `name` (oracle, trials, checkpoints), which resumes it.
+
+    Beside a SQLite store (`mlruns/tuner/<name>`), so the two go together. A remote store (a
+    tracking server, a database) cannot hold it: it lives beside the sweep file
+    (`.textsweep/tuner/<name>` in the file's folder), so a sweep resumes from whichever folder it
+    is run; a sweep given as a dict or a SweepConfig keeps it in the working folder. Either way
+    the state records its store and sweep run, which a resume checks first.
+    """
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    database = sqlite_path(tracking_uri())
+    if database is not None:
+        return database.parent / "tuner" / folder
+    root = Path(sweep_file).resolve().parent if sweep_file is not None else Path.cwd()
+    return root / STATE_FOLDER / folder
+
+
+def find_run(client: MlflowClient, run_id: str) -> Any | None:
+    """The run, deleted or not, or None when the store does not hold it."""
     try:
-        return client.get_run(run_id).info.lifecycle_stage == "deleted"
-    except MlflowException:
-        return True
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise

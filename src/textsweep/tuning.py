@@ -23,8 +23,8 @@ from keras_tuner.src.engine.trial import Trial, TrialStatus
 from keras_tuner.src.tuners.gridsearch import LinkedList
 from tqdm.auto import tqdm
 
-from textsweep.config import SearchConfig, SweepConfig, TrainingParams
-from textsweep.errors import ConfigError
+from textsweep.config import DataConfig, SearchConfig, SweepConfig, TrainingParams
+from textsweep.errors import ConfigError, option
 from textsweep.model import LstmHyperModel
 
 STATE_FILE = "textsweep_state.json"
@@ -42,6 +42,10 @@ class WallClockBudget:
 
     KerasTuner ends a search when the oracle answers `create_trial` with a STOPPED trial, in one
     process and for every worker of a chief that serves this oracle, so the budget lives here.
+
+    A sweep with no finished trial yet still starts one after the deadline (which the tuner cuts
+    after its first epoch): every sweep then ends with a result, and with the time an epoch takes,
+    however short its budget (`search.max_time: 1s`) or slow its machine.
     """
 
     deadline: float | None = None
@@ -55,11 +59,16 @@ class WallClockBudget:
             and time.time() >= self.deadline
             and tuner_id not in self.ongoing_trials  # a worker asking again for the trial it runs
             and not budget_spent  # the budget ended the search, not the clock
+            and self._a_result_is_certain()
         ):
             self.stopped_by_time = True
             self.tuner_ids.discard(tuner_id)  # as KerasTuner does for STOPPED: the chief may exit
             return Trial(self.get_space(), status=TrialStatus.STOPPED)
         return super().create_trial(tuner_id)
+
+    def _a_result_is_certain(self) -> bool:
+        """A trial has finished, or one is running (and will end at its next epoch)."""
+        return bool(self.ongoing_trials) or any(t.status == TrialStatus.COMPLETED for t in self.trials.values())
 
 
 class DefaultsFirst:
@@ -251,8 +260,8 @@ def _searched(config: SweepConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 def sweep_identity(config: SweepConfig, data_fingerprint: str) -> dict[str, Any]:
     """What must not change between a sweep and its resume: the search and the data.
 
-    `settings` (each searched setting by its sweep-file key) goes into the state file too, so
-    that a refusal can name what changed.
+    `settings` (each searched setting by its sweep-file key) and `data_settings` (the `data`
+    section) go into the state file too, so that a refusal can name what changed.
     """
     search, defaults = _searched(config)
     # The digest textsweep has always written, so sweeps started before `settings` still resume.
@@ -263,16 +272,34 @@ def sweep_identity(config: SweepConfig, data_fingerprint: str) -> dict[str, Any]
         | {f"search.space.{key}": value for key, value in space.items()}
         | {f"defaults.{key}": value for key, value in defaults.items()}
     )
-    return {"search_digest": digest, "data_fingerprint": data_fingerprint, "settings": settings}
+    data_settings = {f"data.{key}": value for key, value in config.data.model_dump(mode="json", exclude_defaults=True).items()}
+    return {"search_digest": digest, "data_fingerprint": data_fingerprint, "settings": settings, "data_settings": data_settings}
+
+
+INTEGER_PARAMS = {name for name, field in TrainingParams.model_fields.items() if field.annotation is int}
+
+
+def space_entry_text(name: str, entry: dict[str, Any]) -> str:
+    """A `search.space` entry as JSON, with an integer hyperparameter's numbers as integers
+    (`{"values": [8, 16]}`, where validation keeps them as floats: `[8.0, 16.0]`)."""
+    def number(value: Any) -> Any:
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    if name in INTEGER_PARAMS:
+        entry = {key: [number(v) for v in value] if key == "values" else number(value) for key, value in entry.items()}
+    return json.dumps(entry)
 
 
 def _setting_text(key: str, settings: dict[str, Any]) -> str:
-    if key in settings:
-        return json.dumps(settings[key])
     section, _, name = key.partition(".")
+    if key in settings:
+        value = settings[key]
+        if name.startswith("space.") and isinstance(value, dict):
+            return space_entry_text(name.removeprefix("space."), value)
+        return json.dumps(value)
     if name.startswith("space."):
         return "not searched"
-    fields = (SearchConfig if section == "search" else TrainingParams).model_fields
+    fields = {"search": SearchConfig, "defaults": TrainingParams, "data": DataConfig}[section].model_fields
     return f"{json.dumps(fields[name].default)} (default)" if name in fields else "default"
 
 
@@ -294,21 +321,28 @@ def write_state(directory: Path, state: dict[str, Any]) -> None:
 
 
 def check_resumable(directory: Path, identity: dict[str, Any], config_name: str) -> dict[str, Any] | None:
-    """The saved state of an earlier run of this sweep, or None; refuse a changed sweep."""
+    """The saved state of an earlier run of this sweep, or None; refuse a changed sweep, naming what changed."""
     state = read_state(directory)
     if state is None:
         return None
+    changed = []
     if state.get("search_digest") != identity["search_digest"]:
         # State files written before textsweep kept the settings cannot say which one changed.
-        changes = changed_settings(state["settings"], identity.get("settings", {})) if "settings" in state else []
-        changed = "search space or defaults" + (f" ({'; '.join(changes)})" if changes else "")
-    elif state.get("data_fingerprint") != identity["data_fingerprint"]:
-        changed = f"data (fingerprint {state.get('data_fingerprint')} -> {identity['data_fingerprint']})"
-    else:
+        changes = changed_settings(state["settings"], identity["settings"]) if "settings" in state else []
+        changed.append("search space or defaults" + (f" ({'; '.join(changes)})" if changes else ""))
+    if state.get("data_fingerprint") != identity["data_fingerprint"]:
+        fingerprints = f"fingerprint {state.get('data_fingerprint')} -> {identity['data_fingerprint']}"
+        if "data_settings" not in state:  # written before textsweep kept them
+            changed.append(f"data ({fingerprints})")
+        elif changes := changed_settings(state["data_settings"], identity["data_settings"]):
+            changed.append(f"data ({'; '.join(changes)}; {fingerprints})")
+        else:
+            changed.append(f"data (the same data settings, but the rows changed: {fingerprints})")
+    if not changed:
         return state
     raise ConfigError(
-        f"sweep {config_name!r} already has state in {directory} with a different {changed}; "
-        "resuming would mix two searches. Pass --restart to start this sweep over, "
+        f"sweep {config_name!r} already has state in {directory} with a different {' and '.join(changed)}; "
+        f"resuming would mix two searches. Pass {option('restart', True)} to start this sweep over, "
         "or give the changed sweep a new `name`."
     )
 
