@@ -28,7 +28,7 @@ def test_seed_b_is_reachable_through_params():
     params = TrainingParams(max_features=5000, embed_dim=32, lstm_out=100, spatial_dropout=0, dropout=0,
                             recurrent_dropout=0, output="sigmoid", batch_size=64, epochs=3, maxlen=500, seed=7)
     model = build_model(params)
-    assert [name for name, _ in layer_summary(model)] == ["Embedding", "LSTM", "Dense"]
+    assert [name for name, _ in layer_summary(model)] == ["Embedding", "RightPaddedRNN", "Dense"]  # masked: the default
     assert model.count_params() == 5000 * 32 + 4 * (100 * (32 + 100) + 100) + 101
     assert model.loss == "binary_crossentropy"
 
