@@ -62,6 +62,11 @@ def use_own_store(patch: pytest.MonkeyPatch, directory: Path) -> str:
         patch.delenv(name, raising=False)
     uri = f"sqlite:///{directory / 'mlruns' / 'mlflow.db'}"
     patch.setenv("MLFLOW_TRACKING_URI", uri)
+    # An earlier test's in-process job may have set MLflow's process-wide URI (it wins over the
+    # variable): reading this test's runs back must not find that store instead.
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
     return uri
 
 
