@@ -198,3 +198,14 @@ def test_a_directory_as_sweep_file_says_it_is_one_and_what_to_pass(tmp_path):
     cli = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert cli.returncode != 0 and "Traceback" not in cli.stderr
     assert "textsweep: error: sweep file '.' is a directory, not a file; pass a sweep file (YAML), e.g. --config sweeps/mine.yaml" in cli.stderr
+
+
+def test_integer_space_values_are_written_as_integers_and_read_back_the_same():
+    config = parse_config({"name": "ints", "search": {"space": {"batch_size": {"values": [8, 16]},
+                                                                 "dropout": {"values": [0.0, 0.5]},
+                                                                 "embed_dim": {"min": 32, "max": 64, "step": 32}}}})
+    written = yaml.safe_load(config.to_yaml())["search"]["space"]
+    assert written["batch_size"]["values"] == [8, 16, 32] and all(type(v) is int for v in written["batch_size"]["values"])
+    assert written["embed_dim"]["values"] == [32, 64, 128]  # widened to hold the default 128
+    assert written["dropout"]["values"] == [0.0, 0.2, 0.5]  # floats stay floats
+    assert parse_config(yaml.safe_load(config.to_yaml())).model_dump() == config.model_dump()  # the same sweep, read back

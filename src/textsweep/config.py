@@ -435,7 +435,10 @@ class SweepConfig(_Section):
 
     def to_yaml(self) -> str:
         # Python mode, not JSON: JSON would write label_map's number keys as strings ({0: 0} as {'0': 0}).
-        return yaml.safe_dump(self.model_dump(), sort_keys=False)
+        written = self.model_dump()
+        written["search"]["space"] = {name: space_entry_as_written(name, entry)
+                                      for name, entry in written["search"]["space"].items()}
+        return yaml.safe_dump(written, sort_keys=False)
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
@@ -458,6 +461,22 @@ def label_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def space_entry_as_written(name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A dumped `search.space` entry with an integer hyperparameter's whole numbers as integers.
+
+    Validation reads a space's numbers as floats (`values: [8, 16]` holds 8.0 and 16.0), and what
+    identifies a sweep for resume is computed from that form, so only what is shown or written
+    out (`sweeps show`, sweep.yaml, the sweep run's `space.*` params) turns them back.
+    """
+    if type(getattr(TrainingParams(), name, None)) is not int:
+        return entry
+
+    def whole(value: Any) -> Any:
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    return {key: [whole(v) for v in value] if isinstance(value, list) else whole(value) for key, value in entry.items()}
 
 
 def value_text(value: Any) -> str:

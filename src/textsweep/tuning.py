@@ -23,7 +23,7 @@ from keras_tuner.src.engine.trial import Trial, TrialStatus
 from keras_tuner.src.tuners.gridsearch import LinkedList
 from tqdm.auto import tqdm
 
-from textsweep.config import DataConfig, SearchConfig, SweepConfig, TrainingParams
+from textsweep.config import DataConfig, SearchConfig, SweepConfig, TrainingParams, space_entry_as_written
 from textsweep.errors import ConfigError, option
 from textsweep.model import LstmHyperModel
 
@@ -276,18 +276,9 @@ def sweep_identity(config: SweepConfig, data_fingerprint: str) -> dict[str, Any]
     return {"search_digest": digest, "data_fingerprint": data_fingerprint, "settings": settings, "data_settings": data_settings}
 
 
-INTEGER_PARAMS = {name for name, field in TrainingParams.model_fields.items() if field.annotation is int}
-
-
 def space_entry_text(name: str, entry: dict[str, Any]) -> str:
-    """A `search.space` entry as JSON, with an integer hyperparameter's numbers as integers
-    (`{"values": [8, 16]}`, where validation keeps them as floats: `[8.0, 16.0]`)."""
-    def number(value: Any) -> Any:
-        return int(value) if isinstance(value, float) and value.is_integer() else value
-
-    if name in INTEGER_PARAMS:
-        entry = {key: [number(v) for v in value] if key == "values" else number(value) for key, value in entry.items()}
-    return json.dumps(entry)
+    """A `search.space` entry as JSON, as the sweep file writes it (`{"values": [8, 16]}`)."""
+    return json.dumps(space_entry_as_written(name, entry))
 
 
 def _setting_text(key: str, settings: dict[str, Any]) -> str:
