@@ -150,7 +150,7 @@ def test_booleans_are_refused_in_the_space_of_numeric_keys(space, expected):
 
 
 def test_booleans_are_refused_in_sweep_files_and_dicts_alike_and_durations_and_label_map_indices(tmp_path):
-    from textsweep.jobs import resolve_config
+    from textsweep.api import resolve_config
 
     path = tmp_path / "sweep.yaml"
     path.write_text("name: x\ndefaults: {batch_size: true}\n")  # trained with batch size 1 before

@@ -1,4 +1,4 @@
-"""The Python API (jobs.py, exposed as `textsweep.sweep/train/promote/load_model`), as a notebook uses it."""
+"""The Python API (api.py, exposed as `textsweep.sweep/train/promote/load_model`), as a notebook uses it."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_a_dict_config_is_validated_like_a_sweep_file():
     with pytest.raises(textsweep.ConfigError, match="config must be a sweep-file path, a dict"):
         textsweep.sweep(42)
     with pytest.raises(textsweep.DataError, match="data must be a pandas DataFrame"):
-        from textsweep.jobs import prepare_data, resolve_config
+        from textsweep.api import prepare_data, resolve_config
 
         prepare_data(resolve_config({"name": "x"}), data=[["text", 1]])
 

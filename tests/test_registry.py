@@ -31,7 +31,7 @@ from textsweep.registry import (
 )
 from textsweep.serving import class_probabilities
 from textsweep.vocab import Vocabulary
-from textsweep.jobs import sweep as run_sweep
+from textsweep.api import sweep as run_sweep
 
 MODEL_NAME = "rt-tiny"
 # A model that can learn in two epochs on 400 reviews, and one that cannot: a vocabulary of one

@@ -28,7 +28,7 @@ from textsweep.registry import promote
 from textsweep.errors import DataError
 from textsweep.serving import (SIGNATURE, TextClassifier, checked_texts, checking_texts, class_columns, classify,
                                  signature, texts_of)
-from textsweep.jobs import sweep as run_sweep
+from textsweep.api import sweep as run_sweep
 from textsweep.vocab import Vocabulary, encode_splits
 
 MODEL_NAME = "rt-served"
@@ -65,7 +65,7 @@ def test_malformed_requests_are_client_errors_that_say_what_to_send(request_data
 
 @pytest.mark.parametrize("request_data", [[None], ["a", 3], pd.DataFrame({"text": ["a", True]}), 7, pd.DataFrame({"x": ["a"]})])
 def test_in_process_predict_has_the_servers_rule(request_data):
-    """`checked_texts` is the rule behind texts_of (the server's 400) and jobs.RawTextModel.predict."""
+    """`checked_texts` is the rule behind texts_of (the server's 400) and api.RawTextModel.predict."""
     with pytest.raises(MlflowException) as served:
         texts_of(request_data)
     with pytest.raises(DataError) as in_process:

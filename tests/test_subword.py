@@ -16,7 +16,7 @@ import yaml
 from tokenizers import Tokenizer
 
 from conftest import BIN, http_server, review_rows, use_own_store, write_sweep_file
-from textsweep import jobs
+from textsweep import api
 from textsweep.config import DataConfig, parse_config
 from textsweep.data import clean_texts, prepare
 from textsweep.errors import ConfigError
@@ -178,7 +178,7 @@ def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_i
     directory, _ = promoted
     version = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
     trial_run = mlflow.get_run(version.tags["textsweep.trial_run_id"])
-    trial = jobs.load_trial_model(trial_run.info.experiment_id, trial_run.info.run_id)
+    trial = api.load_trial_model(trial_run.info.experiment_id, trial_run.info.run_id)
     texts = ["A wonderful, moving film!", "dull, lifeless and far too long", "", "unwatchableness"]
     expected = trial.predict(texts)
 
@@ -200,7 +200,7 @@ def test_a_training_run_with_the_subword_tokenizer_logs_it_beside_its_test_accur
     config = {"name": "rt-subword-train", "data": {"source": "mem", "cleaning": "unicode"},
               "defaults": {"tokenizer": "subword", "max_features": 500, "embed_dim": 8, "lstm_out": 8, "batch_size": 32,
                            "epochs": 1, "recurrent_dropout": 0.0}}
-    result = jobs.train(config, data=review_rows(300, seed=4))
+    result = api.train(config, data=review_rows(300, seed=4))
     run = mlflow.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["tokenizer"] == "subword"
     tokenizer = load_tokenizer(mlflow.artifacts.load_text(f"runs:/{result.run_id}/tokenizer/subword.json"))

@@ -1,4 +1,4 @@
-"""tracking.py: the MLflow store, experiments, runs and the queries the jobs and the CLI read."""
+"""tracking/: the MLflow store, experiments, runs and the queries the API and the CLI read."""
 
 from __future__ import annotations
 
@@ -176,12 +176,6 @@ def test_an_unreachable_database_store_is_one_error_in_seconds_naming_host_and_p
         assert f"did not accept a connection on 127.0.0.1:{port}: connection timeout expired; check that" in message
     assert "s3cret" not in message and "\n" not in message
     assert not (store / "mlruns").exists()
-
-
-def test_tracking_knows_nothing_of_the_tuner_or_the_jobs():
-    source = Path(tracking.__file__).read_text()
-    for module in ("tuning", "distributed", "jobs", "registry", "keras_tuner"):
-        assert f"from textsweep.{module}" not in source and f"import {module}" not in source, module
 
 
 def test_a_trial_that_runs_again_keeps_one_finished_run(fake_sweep):

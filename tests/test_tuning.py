@@ -8,15 +8,11 @@ from conftest import review_rows
 from textsweep.config import parse_config
 from textsweep.data import prepare
 from textsweep.errors import OPTION_STYLE, ConfigError
-from textsweep.tuning import (
-    ProgressReporting,
-    build_tuner,
-    check_resumable,
-    fit_arguments,
-    sweep_identity,
-    write_state,
-)
-from textsweep.vocab import encode_splits
+from textsweep.events import TrialObserver
+from textsweep.search.progress import ProgressBar
+from textsweep.search.state import check_resumable, sweep_identity, write_state
+from textsweep.search.tuner import build_tuner, fit_arguments
+from textsweep.text import encode_splits
 
 SPACE = {"embed_dim": {"min": 8, "max": 32, "step": 8}, "batch_size": {"values": [32, 64]}}
 TINY = {"max_features": 300, "embed_dim": 4, "lstm_out": 4, "batch_size": 64, "recurrent_dropout": 0.0, "spatial_dropout": 0.0}
@@ -39,20 +35,17 @@ def encoded():
     return encode_splits(prepare(review_rows(300), tiny_config().data))
 
 
-class Recorder:
-    """Tuner mixin: when each trial began and each epoch ended (time.time())."""
+class Recorder(TrialObserver):
+    """An observer of the search: when each trial began and each epoch ended (time.time())."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.began, self.epoch_ends = {}, {}
+    def __init__(self):
+        self.began, self.epochs_ended = {}, {}
 
-    def on_trial_begin(self, trial):
-        super().on_trial_begin(trial)
+    def trial_begins(self, trial):
         self.began[trial.trial_id] = time.time()
 
-    def on_epoch_end(self, trial, model, epoch, logs=None):
-        super().on_epoch_end(trial, model, epoch, logs=logs)
-        self.epoch_ends.setdefault(trial.trial_id, []).append(time.time())
+    def epoch_ends(self, event):
+        self.epochs_ended.setdefault(event.trial.trial_id, []).append(time.time())
 
 
 @pytest.mark.parametrize(
@@ -142,29 +135,31 @@ def test_grid_resumed_between_trials_finishes_the_grid(tmp_path):
 
 
 class BudgetRunsOutAtEpoch(Recorder):
-    """Tuner mixin: the wall-clock budget runs out at the end of epoch `epoch` of the first trial.
+    """The wall-clock budget runs out at the end of epoch `budget_epoch` of the first trial.
 
     The deadline is set to that moment, so the test waits on an event (an epoch's end), not on a
     guess at how many epochs this machine trains in so many seconds.
     """
 
-    def __init__(self, *args, budget_epoch: int, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, budget_epoch: int):
+        super().__init__()
         self.budget_epoch = budget_epoch
+        self.tuner = None
 
-    def on_epoch_end(self, trial, model, epoch, logs=None):
-        if epoch == self.budget_epoch and len(self.began) == 1:
-            self.deadline = self.oracle.deadline = time.time()
-        super().on_epoch_end(trial, model, epoch, logs=logs)
+    def epoch_ends(self, event):
+        super().epoch_ends(event)
+        if event.epoch == self.budget_epoch and len(self.began) == 1:
+            self.tuner.deadline = self.tuner.oracle.deadline = time.time()
 
 
 def test_the_deadline_stops_the_running_trial_after_its_epoch_and_keeps_it(tmp_path, encoded):
     config = tiny_config(epochs=200, max_trials=20)  # 200 epochs: only the budget can end this trial
-    tuner = build_tuner(config, tmp_path / "t", mixins=(BudgetRunsOutAtEpoch,), deadline=time.time() + 3600,
-                        budget_epoch=2)
+    recorder = BudgetRunsOutAtEpoch(budget_epoch=2)
+    tuner = build_tuner(config, tmp_path / "t", observers=[recorder], deadline=time.time() + 3600)
+    recorder.tuner = tuner
     tuner.search(encoded, **fit_arguments(config))
-    assert list(tuner.began) == ["00"]  # no trial started after the deadline
-    assert len(tuner.epoch_ends["00"]) == 3  # stopped at the end of the epoch in which the budget ran out
+    assert list(recorder.began) == ["00"]  # no trial started after the deadline
+    assert len(recorder.epochs_ended["00"]) == 3  # stopped at the end of the epoch in which the budget ran out
     stopped = tuner.oracle.get_trial("00")
     assert stopped.status == "COMPLETED" and stopped.score is not None and stopped.best_step <= 2  # kept, best epoch
     assert set(tuner.oracle.trials) == {"00"} and tuner.stopped_by_time
@@ -174,9 +169,10 @@ def test_a_deadline_passed_before_the_first_trial_still_gives_one_epoch_of_it(tm
     """search.max_time shorter than the sweep's start (1s): the sweep still ends with a result, which
     measures how long an epoch takes; no second trial starts."""
     config = tiny_config(epochs=200, max_trials=20)
-    tuner = build_tuner(config, tmp_path / "t", mixins=(Recorder,), deadline=time.time() - 1)
+    recorder = Recorder()
+    tuner = build_tuner(config, tmp_path / "t", observers=[recorder], deadline=time.time() - 1)
     tuner.search(encoded, **fit_arguments(config))
-    assert list(tuner.began) == ["00"] and len(tuner.epoch_ends["00"]) == 1
+    assert list(recorder.began) == ["00"] and len(recorder.epochs_ended["00"]) == 1
     assert tuner.oracle.get_trial("00").status == "COMPLETED" and tuner.stopped_by_time
 
 
@@ -223,7 +219,7 @@ class Terminal(io.StringIO):
 def test_progress_in_a_pipe_is_one_line_per_trial(tmp_path, encoded):
     config = tiny_config(algorithm="grid", epochs=2, max_trials=5)  # a 3-point grid ends before the budget
     stream = io.StringIO()
-    tuner = build_tuner(config, tmp_path / "t", mixins=(ProgressReporting,), stream=stream)
+    tuner = build_tuner(config, tmp_path / "t", observers=[ProgressBar(stream=stream)])
     tuner.search(encoded, **fit_arguments(config))
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue() and len(lines) == 3
@@ -236,7 +232,7 @@ def test_progress_on_a_terminal_is_a_bar_that_resumes_where_the_sweep_was(tmp_pa
     build_tuner(config.model_copy(update={"search": config.search.model_copy(update={"max_trials": 2})}),
                 tmp_path / "t").search(encoded, **fit_arguments(config))
     stream = Terminal()
-    tuner = build_tuner(config, tmp_path / "t", mixins=(ProgressReporting,), stream=stream)
+    tuner = build_tuner(config, tmp_path / "t", observers=[ProgressBar(stream=stream)])
     tuner.search(encoded, **fit_arguments(config))
     shown = stream.getvalue()
     assert "\r" in shown  # tqdm redraws the bar in place
@@ -248,7 +244,7 @@ def test_progress_on_a_terminal_is_a_bar_that_resumes_where_the_sweep_was(tmp_pa
 def test_quiet_progress_shows_nothing(tmp_path, encoded):
     config = tiny_config(epochs=1, max_trials=1)
     stream = Terminal()
-    build_tuner(config, tmp_path / "t", mixins=(ProgressReporting,), stream=stream, quiet=True).search(
+    build_tuner(config, tmp_path / "t", observers=[ProgressBar(stream=stream, quiet=True)]).search(
         encoded, **fit_arguments(config))
     assert stream.getvalue() == ""
 

@@ -28,10 +28,10 @@ __all__ = [*_API, "TextsweepError", "ConfigError", "DataError", "TrackingError",
 
 
 def __getattr__(name: str):
-    # The API lives in jobs.py, which imports MLflow (~3 s): loaded on first use, so that
+    # The API lives in api.py, which imports MLflow (~3 s): loaded on first use, so that
     # `textsweep --version` or a sweep-file error answers at once.
     if name in _API:
-        from textsweep import jobs
+        from textsweep import api
 
-        return getattr(jobs, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'textsweep' has no attribute {name!r}")

@@ -34,12 +34,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _quiet_libraries()
-    from textsweep import jobs
-    from textsweep.tracking import redact, tracking_uri, ui_command
+    from textsweep import api
 
-    result = jobs.train(config)
+    result = api.train(config)
     print(f"training run {result.run_id} in experiment {config.name!r}: test_accuracy {result.metrics['test_accuracy']:.4f}")
-    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri(), result.experiment_id)}")
+    print(api.where_to_browse(result.experiment_id))
     return 0
 
 
@@ -48,12 +47,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _quiet_libraries()
-    from textsweep import jobs
-    from textsweep.tracking import redact, tracking_uri, ui_command
+    from textsweep import api
 
     try:
         # The file, not the loaded config: with a remote store the tuner state lives beside it.
-        result = jobs.sweep(args.config, quiet=args.quiet, restart=args.restart, workers=args.workers)
+        result = api.sweep(args.config, quiet=args.quiet, restart=args.restart, workers=args.workers)
     except KeyboardInterrupt as interrupt:
         print(
             f"\nsweep {config.name!r} interrupted: the running trial's run is KILLED, finished trials are kept.\n"
@@ -71,10 +69,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("top trials:")
         print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(jobs.versus_reference(best, result.reference))
+    print(api.versus_reference(best, result.reference))
     if result.stop_reason:
         print(result.stop_reason)
-    print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri(), result.experiment_id)}")
+    print(api.where_to_browse(result.experiment_id))
     if config.search.promote:
         print(result.promote().summary())
     return 0 if not table.empty else 1
@@ -85,17 +83,17 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     _quiet_libraries()
-    from textsweep import jobs
+    from textsweep import api
 
-    print(jobs.promote(config, sweep_run_id=args.sweep_run_id).summary())
+    print(api.promote(config, sweep_run_id=args.sweep_run_id).summary())
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from textsweep.registry import predict_texts
+    from textsweep import api
 
-    predictions = predict_texts(args.model, args.texts)
+    predictions = api.load_model(args.model).predict(args.texts)
     width = max(5, *(len(str(label)) for label in predictions["label"]))
     print(f"{'label':>{width}}  probability  text")
     for row in predictions.itertuples(index=False):
@@ -105,20 +103,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from textsweep.tracking import sweep_leaderboard
+    from textsweep import api
 
-    from textsweep.jobs import versus_reference
-    from textsweep.tracking import connect, reference_run
-
-    sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)  # reads the store, never creates one
+    sweep, table, reference = api.sweep_runs(args.name, args.sweep_run_id)  # reads the store, never creates one
     print(f"sweep run {sweep.info.run_id} ({sweep.info.status}) of experiment {args.name!r}: {len(table)} finished trials")
     if "data_classes" in sweep.data.params:
         print(f"classes (label names, in output order): {sweep.data.params['data_classes']}")
     if not table.empty:
         print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    reference = reference_run(connect(create=False), sweep.info.experiment_id, sweep.info.run_id)
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(versus_reference(best, dict(reference.data.metrics) if reference else None))
+    print(api.versus_reference(best, reference))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,6 @@ SWEPT_PARAMS = (
 TOKENIZERS = ("word", "subword")
 NAMED_PARAMS = ("tokenizer",)  # searched over names, not numbers
 BOOLEAN_PARAMS = ("bidirectional",)  # searched as {values: [false, true]}
-ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 
 def _not_a_boolean(value: Any) -> Any:
     # pydantic reads true/false as 1/0 for numbers: `batch_size: true` would train with batch size 1.
@@ -477,6 +477,11 @@ def space_entry_as_written(name: str, entry: dict[str, Any]) -> dict[str, Any]:
         return int(value) if isinstance(value, float) and value.is_integer() else value
 
     return {key: [whole(v) for v in value] if isinstance(value, list) else whole(value) for key, value in entry.items()}
+
+
+def space_entry_text(name: str, entry: dict[str, Any]) -> str:
+    """A `search.space` entry as JSON, as the sweep file writes it (`{"values": [8, 16]}`)."""
+    return json.dumps(space_entry_as_written(name, entry))
 
 
 def value_text(value: Any) -> str:

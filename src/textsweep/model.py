@@ -23,7 +23,7 @@ import keras_tuner as kt
 from textsweep.config import SWEPT_PARAMS, SpaceEntry, TrainingParams, params_with
 from textsweep.errors import ConfigError
 from textsweep.layers import RightPaddedRNN
-from textsweep.vocab import EncodedSplits
+from textsweep.text import EncodedSplits
 
 
 def masks_padding(params: TrainingParams) -> bool:
@@ -97,12 +97,6 @@ def check_output_fits(output: str, num_classes: int) -> None:
             f"defaults.output: sigmoid is a single unit for two classes, but the data has {num_classes} classes; "
             "set defaults.output: softmax (one unit per class)"
         )
-
-
-def positive_probability(model: keras.Model, x: Any) -> Any:
-    """P(label = 1) for each row of a binary model, whichever output layer it has."""
-    scores = model.predict(x, verbose=0, batch_size=512)
-    return scores[:, 1] if scores.shape[-1] == 2 else scores[:, 0]
 
 
 # ---------------------------------------------------------------- KerasTuner seam

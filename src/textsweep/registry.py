@@ -54,10 +54,9 @@ from textsweep import plots, serving
 from textsweep.config import CHALLENGER_ALIAS, SweepConfig
 from textsweep.data import PreparedData, load_data
 from textsweep.errors import RegistryError, option
+from textsweep.tracking.tags import TAG_KIND, TAG_TRIAL
 from textsweep.tracking import (
     KERAS_MODEL_NAME,
-    TAG_KIND,
-    TAG_TRIAL,
     TOKENIZER_FILE,
     TOKENIZER_FILES,
     connect,

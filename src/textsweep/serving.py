@@ -128,7 +128,7 @@ def texts_of(model_input: Any) -> list[str]:
 
 def checked_texts(model_input: Any) -> list[str]:
     """The texts of a `text` column, a list or one string, or a DataError that names the rows that are
-    not strings: the one rule of the server (`texts_of`) and of in-process predict (jobs.RawTextModel)."""
+    not strings: the one rule of the server (`texts_of`) and of in-process predict (api.RawTextModel)."""
     if isinstance(model_input, str):
         values = [model_input]
     elif isinstance(model_input, (list, tuple, np.ndarray, pd.Series)):
@@ -237,7 +237,6 @@ def classify(keras_model: Any, vocabulary: Tokenizer, texts: list[str], *, per_c
             "register the trial's own model and vocabulary together"
         )
     if len(classes) == 2:
-        # model.positive_probability's rule, not imported: model.py needs KerasTuner, a served model should not.
         probability = scores[:, 1]
         predicted = (probability > DECISION_THRESHOLD).astype(np.int64)
     else:

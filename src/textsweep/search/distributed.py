@@ -9,20 +9,26 @@ never exits) and waits forever for a worker that died.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras_tuner as kt
+import pandas as pd
 
+from textsweep.config import SweepConfig
 from textsweep.errors import ConfigError
+from textsweep.events import TrialObserver, WorkerLost
 
 
 def distributed_role() -> str | None:
     """`chief`, `worker`, or None for a single-process sweep."""
+    # No public name: KerasTuner's own reading of its variables (the rule its tuners follow).
     from keras_tuner.src.distribute import utils as distribute_utils
 
     try:
@@ -38,9 +44,11 @@ def oracle_address() -> str:
 
 
 def _chief_servicer_class() -> type:
+    # No public names: KerasTuner's gRPC messages and servicer, which the chief serves with its
+    # own loop because `start_server` never stops (module docstring).
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
-    from keras_tuner.src.engine.trial import TrialStatus
+    from keras_tuner.engine.trial import TrialStatus
 
     class ChiefServicer(OracleServicer):
         """KerasTuner's servicer, remembering which workers were told the search is over, when each
@@ -122,19 +130,21 @@ def _chief_servicer_class() -> type:
     return ChiefServicer
 
 
-class WorkerHeartbeat:
-    """Tuner mixin for workers: after every epoch, ask the chief for the trial, so the chief knows
+class WorkerHeartbeat(TrialObserver):
+    """A worker's observer: after every epoch, ask the chief for the trial, so the chief knows
     this worker is alive; a worker on another host that stops reporting loses its trial."""
 
-    def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_end(trial, model, epoch, logs=logs)
-        self.oracle.get_trial(trial.trial_id)
+    def __init__(self, oracle: Any):
+        self.oracle = oracle  # the worker's gRPC client of the chief's oracle
+
+    def epoch_ends(self, event: Any) -> None:
+        self.oracle.get_trial(event.trial.trial_id)
 
 
 def serve_oracle(tuner: kt.Tuner, poll: Callable[[Any], None] = lambda servicer: None) -> None:
     """Chief role: serve the oracle until the budget is spent and every live worker was stopped."""
     import grpc
-    from keras_tuner.src import protos
+    from keras_tuner.src import protos  # no public name (see _chief_servicer_class)
 
     tuner.save()
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
@@ -241,3 +251,55 @@ class WorkerPool:
                 process.wait()
         for relay in self._relays:
             relay.join(timeout=5)
+
+
+def worker_sweep_file(directory: Path, config: SweepConfig, data: pd.DataFrame | None) -> Path:
+    """The sweep file (and a DataFrame's rows) the chief's local workers start from."""
+    folder = directory / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        data.to_parquet(folder / "data.parquet", index=False)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"source": str(folder / "data.parquet")})})
+    path = folder / "sweep.yaml"
+    path.write_text(config.to_yaml())
+    return path
+
+
+def serve_as_chief(
+    config: SweepConfig, directory: Path, encoded: Any, observers: Sequence[Any], *, workers: int = 0,
+    data: pd.DataFrame | None = None, deadline: float | None = None, worker_env: dict[str, str] | None = None,
+    quiet: bool = False, stream: Any = None,
+) -> Any:
+    """Serve the oracle; with `workers`, start them here (with `worker_env` added to their
+    environment) and hand a dead or silent worker's trial to the others, telling `observers`."""
+    from textsweep.search.tuner import build_tuner, consecutive_failures_as_sweep_error  # tuner.py imports this module
+
+    tuner = build_tuner(config, directory, num_classes=len(encoded.classes), vocabulary_sizes=encoded.vocabulary_sizes(),
+                        deadline=deadline)  # the chief runs no trial
+    tuner.oracle.verbose = 0  # the workers report progress; KerasTuner's own table would repeat it
+    timeout = config.search.worker_timeout_seconds
+    pool = None
+    if workers:
+        pool = WorkerPool(config_path=worker_sweep_file(directory, config, data), count=workers, quiet=quiet,
+                          stream=stream, extra_env=worker_env or {})
+
+    def say(line: str) -> None:
+        if pool is not None:
+            pool.say(line)
+        else:
+            print(f"[chief] {line}", file=sys.stderr, flush=True)
+
+    def requeue_lost_trials(servicer: Any) -> None:
+        """A local worker that died, or any worker silent for search.worker_timeout: its trial goes to another."""
+        lost = [(tuner_id, f"worker {tuner_id} died (exit code {code})") for tuner_id, code in (pool.newly_dead() if pool else [])]
+        lost += [(tuner_id, f"worker {tuner_id} reported no epoch for {config.search.worker_timeout} (search.worker_timeout)")
+                 for tuner_id in servicer.silent_workers(timeout)]
+        for tuner_id, reason in lost:
+            trial_id = servicer.requeue_trial_of(tuner_id, reason)
+            for observer in observers:
+                observer.worker_lost(WorkerLost(tuner_id, trial_id, reason))
+            say(reason + (f"; trial {trial_id} goes to another worker" if trial_id else ""))
+
+    with pool if pool is not None else contextlib.nullcontext(), consecutive_failures_as_sweep_error(config):
+        serve_oracle(tuner, poll=requeue_lost_trials)
+    return tuner

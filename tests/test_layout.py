@@ -1,0 +1,61 @@
+"""The package's layout: imports go one way, as the package docstring draws it."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import textsweep
+
+PACKAGE = Path(textsweep.__file__).parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def imports_of(folder: str) -> dict[str, set[str]]:
+    return {str(path.relative_to(PACKAGE)): imported_modules(path) for path in sorted((PACKAGE / folder).glob("*.py"))}
+
+
+def offending(imports: dict[str, set[str]], prefixes: tuple[str, ...]) -> dict[str, list[str]]:
+    return {module: sorted(name for name in names if name.startswith(prefixes))
+            for module, names in imports.items() if any(name.startswith(prefixes) for name in names)}
+
+
+def test_the_search_names_no_mlflow():
+    assert imports_of("search") and offending(imports_of("search"), ("mlflow", "textsweep.tracking")) == {}
+
+
+def test_tracking_imports_nothing_of_the_search():
+    assert imports_of("tracking")
+    assert offending(imports_of("tracking"), ("textsweep.search", "keras_tuner", "textsweep.registry", "textsweep.api")) == {}
+
+
+def test_the_core_imports_neither_side_nor_the_api():
+    core = {name: names for folder in ("data", "text") for name, names in imports_of(folder).items()}
+    for module in ("config.py", "errors.py", "events.py", "layers.py", "model.py", "plots.py", "evaluation.py", "reference.py"):
+        core[module] = imported_modules(PACKAGE / module)
+    sides = ("mlflow", "textsweep.search", "textsweep.tracking", "textsweep.registry", "textsweep.api", "textsweep.cli")
+    assert offending(core, sides) == {}
+
+
+def test_only_the_cli_and_the_package_reach_the_api():
+    everything = {str(p.relative_to(PACKAGE)): imported_modules(p) for p in PACKAGE.rglob("*.py")}
+    users = offending(everything, ("textsweep.api", "textsweep.cli"))
+    assert set(users) <= {"__init__.py", "cli.py"}, users
+
+
+def test_importing_the_search_loads_no_mlflow():
+    """The real import graph, not only the source text: KerasTuner's side runs without MLflow."""
+    code = "import sys, textsweep.search; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"
