@@ -59,3 +59,43 @@ def test_importing_the_search_loads_no_mlflow():
     code = "import sys, textsweep.search; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.strip() == "[]"
+
+
+# The package docstring's drawing, top to bottom: a module imports only from lines below its own
+# (a folder's modules may also import each other).
+LINES = [
+    ["cli"], ["api"], ["registry"], ["search", "tracking"], ["evaluation", "reference"], ["serving"], ["model"],
+    ["layers", "events", "vocab"], ["text"], ["data"], ["config", "devices", "plots"], ["errors"],
+]
+RANK = {name: rank for rank, names in enumerate(LINES) for name in names}
+
+
+def test_every_import_goes_down_the_drawing():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts == ("__init__",):
+            continue  # the package itself: its lazy API reaches api.py
+        own = parts[0]
+        for name in imported_modules(path):
+            target = name.split(".")[1] if name.startswith("textsweep.") else None
+            if target in RANK and target != own and RANK[target] <= RANK[own]:
+                upward.append(f"{'/'.join(parts)} imports {name}")
+    assert RANK.keys() >= {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+                           if (p.suffix == ".py" or (p / "__init__.py").exists()) and p.stem != "__init__"}
+    assert upward == []
+
+
+def test_the_package_docstring_draws_the_same_lines():
+    drawn = []
+    for line in textsweep.__doc__.split("::", 1)[1].strip().splitlines():
+        names = []
+        for word in line.split():
+            if word == "|":
+                continue
+            if not word.endswith((".py", "/")):
+                break
+            names.append(word.removesuffix(".py").removesuffix("/"))
+        if names:
+            drawn.append(sorted(names))
+    assert drawn == [sorted(n for n in names if n != "vocab") for names in LINES]  # vocab.py: a shim, undrawn

@@ -10,10 +10,23 @@ From a notebook or a script::
     textsweep.load_model("models:/imdb-sentiment@champion").predict(["dull and too long"])
 
 The CLI (`textsweep sweep|train|promote|predict|runs`) is a thin layer over these functions.
-The data flows one way through the modules:
-config -> data -> vocab (word; subword for BPE pieces) -> layers -> model -> tuning -> distributed -> tracking -> serving
--> registry -> jobs (the API below) -> cli; devices (where TensorFlow runs) is a leaf. TensorFlow loads only when a job
-needs it.
+
+Imports go one way: each line below imports only from the lines under it (tests/test_layout.py
+checks it; TensorFlow loads only when a job needs it)::
+
+    cli.py                          argparse over api only
+    api.py                          train, sweep, promote, load_model, and their results
+    registry.py                     choose, register, gate
+    search/ | tracking/             KerasTuner | MLflow, neither importing the other: the search
+                                    emits trial events to observers, tracking's among them
+    evaluation.py  reference.py     test metrics and figures; the linear reference
+    serving.py                      the registered model, raw text in (logged as code)
+    model.py                        the seeds' LSTM and its KerasTuner HyperModel
+    layers.py  events.py            Keras layers; the trial events both sides speak
+    text/                           tokenizers, encoded splits, the input pipeline
+    data/                           sources, cleaning, splits, fingerprint
+    config.py  devices.py  plots.py the sweep file's typed config; where TensorFlow runs; figures
+    errors.py                       the errors a user can cause
 """
 
 __version__ = "0.1.0"

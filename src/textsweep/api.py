@@ -268,30 +268,15 @@ def promote(config: ConfigLike, *, sweep_run_id: str | None = None, data: pd.Dat
     return promote_best_trial(config, sweep_run_id=sweep_run_id)
 
 
-def sweep(
-    config: ConfigLike,
-    *,
-    data: pd.DataFrame | None = None,
-    quiet: bool = False,
-    restart: bool = False,
-    workers: int = 0,
-    callbacks: Sequence[Any] = (),
-    stream: Any = None,
-) -> SweepResult:
+def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool = False, restart: bool = False,
+          workers: int = 0, callbacks: Sequence[Any] = (), stream: Any = None) -> SweepResult:
     """Run (or resume) the KerasTuner search of `config`, one nested MLflow run per trial.
 
-    `config`: a sweep-file path, a dict with the same keys, or a `SweepConfig`. `data`: a pandas
-    DataFrame used instead of `data.source` (fingerprinted and logged as an MLflow input like a
-    file). `quiet`: no progress bar. `restart`: discard the sweep's saved tuner state.
-    `workers`: run that many local worker processes, this process serving KerasTuner's oracle.
-    `callbacks`: extra Keras callbacks for every trial's `fit`.
-
-    The role comes from KerasTuner's variables: none set, one process runs every trial;
-    `KERASTUNER_TUNER_ID=chief` serves the oracle and owns the sweep run; any other tuner id is a
-    worker that joins the chief's sweep run.
-
-    The tuner state that resumes the sweep lives beside a SQLite store, and with a remote store
-    beside the sweep file (the working folder for a dict or a `SweepConfig`): tracking.tuner_directory.
+    `config`: a sweep-file path, a dict with the same keys, or a `SweepConfig`. `data`: a DataFrame
+    used instead of `data.source` (fingerprinted and logged like a file). `quiet`: no progress
+    bar. `restart`: discard the saved tuner state (tracking.tuner_directory says where it lives).
+    `workers`: that many local worker processes, this one serving KerasTuner's oracle as chief
+    (KerasTuner's variables name the role otherwise). `callbacks`: Keras callbacks for every `fit`.
     """
     sweep_file = Path(config) if isinstance(config, (str, Path)) else None
     config = resolve_config(config)
@@ -317,17 +302,12 @@ def sweep(
         deadline = time.time() + config.search.max_time_seconds if config.search.max_time else None
         with search.owner_lock(directory, config.name, role, oracle):
             identity = search.sweep_identity(config, prepared.fingerprint)
-            state = search.resume_state(directory, identity, config.name, restart=restart)
-            if state:
-                tracking.check_state_store(client, config, directory, state)
-            resume_id = state.get("sweep_run_id") if state else None
+            resume_id = resumed_sweep_run(client, config, directory, identity, restart=restart)
             with tracking.sweep_run(client, config, prepared, resume_run_id=resume_id, deadline=deadline,
                                     oracle=oracle) as run:
                 experiment, sweep_run_id = run.info.experiment_id, run.info.run_id
-                # The store, experiment and sweep run this state belongs to: check_state_store on resume.
-                search.write_state(directory, identity | {
-                    "sweep_run_id": sweep_run_id, "store": tracking.redact(tracking.tracking_uri()),
-                    "experiment": config.name, "experiment_id": experiment})
+                # The store, experiment and sweep run this state belongs to, checked on resume.
+                search.write_state(directory, identity | tracking.state_owner(config.name, run))
                 reference = fit_reference_once(client, config, prepared, experiment, sweep_run_id)
                 observers = [tracking.MlflowTrialObserver(client, experiment, sweep_run_id, encoded, config.search.objective),
                              search.ProgressBar(quiet=quiet, stream=stream)]
@@ -343,6 +323,17 @@ def sweep(
         stopped_by="max_time" if tuner.stopped_by_time else None, stop_reason=stop_reason, reference=reference,
         config=config, data=data,
     )
+
+
+def resumed_sweep_run(client: Any, config: SweepConfig, directory: Path, identity: dict[str, Any], *,
+                      restart: bool) -> str | None:
+    """The sweep run this run resumes, or None for a new sweep: the saved tuner state must hold the
+    same search and data (search.resume_state) and belong to a run this store holds."""
+    state = search.resume_state(directory, identity, config.name, restart=restart)
+    if state is None:
+        return None
+    tracking.check_state_store(client, config, directory, state)
+    return state.get("sweep_run_id")
 
 
 def join_sweep_as_worker(

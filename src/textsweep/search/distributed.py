@@ -20,6 +20,12 @@ from typing import Any
 
 import keras_tuner as kt
 import pandas as pd
+from keras_tuner.engine.trial import TrialStatus
+
+# No public names: KerasTuner's gRPC messages and servicer, which the chief serves with its own
+# loop because `start_server` never stops (see above). KerasTuner has imported them already.
+from keras_tuner.src import protos
+from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
 from textsweep.config import SweepConfig
 from textsweep.errors import ConfigError
@@ -43,91 +49,82 @@ def oracle_address() -> str:
     return f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
 
 
-def _chief_servicer_class() -> type:
-    # No public names: KerasTuner's gRPC messages and servicer, which the chief serves with its
-    # own loop because `start_server` never stops (module docstring).
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer
-    from keras_tuner.engine.trial import TrialStatus
+class ChiefServicer(OracleServicer):
+    """KerasTuner's servicer, remembering which workers were told the search is over, when each
+    worker was last heard of, and which were given up (dead or silent)."""
 
-    class ChiefServicer(OracleServicer):
-        """KerasTuner's servicer, remembering which workers were told the search is over, when each
-        worker was last heard of, and which were given up (dead or silent)."""
+    def __init__(self, oracle: Any):
+        super().__init__(oracle)
+        self.stopped_tuners: set[str] = set()
+        self.lost_tuners: set[str] = set()
+        self.last_heard: dict[str, float] = {}  # tuner id -> time.monotonic()
+        self.peers: dict[str, str] = {}  # gRPC peer address -> tuner id
 
-        def __init__(self, oracle: Any):
-            super().__init__(oracle)
-            self.stopped_tuners: set[str] = set()
-            self.lost_tuners: set[str] = set()
-            self.last_heard: dict[str, float] = {}  # tuner id -> time.monotonic()
-            self.peers: dict[str, str] = {}  # gRPC peer address -> tuner id
+    def _sender(self, context: Any) -> str | None:
+        return self.peers.get(context.peer()) if context is not None else None
 
-        def _sender(self, context: Any) -> str | None:
-            return self.peers.get(context.peer()) if context is not None else None
-
-        def CreateTrial(self, request: Any, context: Any) -> Any:
-            if request.tuner_id in self.lost_tuners:  # given up on: its trial went to another worker
-                trial = kt.engine.trial.Trial(self.oracle.get_space(), status=TrialStatus.STOPPED)
-                return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
-            if context is not None:
-                self.peers[context.peer()] = request.tuner_id
-            self.last_heard[request.tuner_id] = time.monotonic()
-            trial = self.oracle.create_trial(request.tuner_id)
-            if trial.status == TrialStatus.STOPPED and self._others_may_be_requeued(request.tuner_id):
-                # The budget is handed out, but another worker's trial may still come back (it dies or
-                # goes silent): keep this worker waiting for it instead of letting it leave.
-                self.oracle.tuner_ids.add(request.tuner_id)
-                time.sleep(1)
-                trial = kt.engine.trial.Trial(self.oracle.get_space(), status=TrialStatus.IDLE)
-                return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
-            if trial.status == TrialStatus.STOPPED:
-                self.stop_triggered = True
-                self.stopped_tuners.add(request.tuner_id)
+    def CreateTrial(self, request: Any, context: Any) -> Any:
+        if request.tuner_id in self.lost_tuners:  # given up on: its trial went to another worker
+            trial = kt.engine.trial.Trial(self.oracle.get_space(), status=TrialStatus.STOPPED)
             return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+        if context is not None:
+            self.peers[context.peer()] = request.tuner_id
+        self.last_heard[request.tuner_id] = time.monotonic()
+        trial = self.oracle.create_trial(request.tuner_id)
+        if trial.status == TrialStatus.STOPPED and self._others_may_be_requeued(request.tuner_id):
+            # The budget is handed out, but another worker's trial may still come back (it dies or
+            # goes silent): keep this worker waiting for it instead of letting it leave.
+            self.oracle.tuner_ids.add(request.tuner_id)
+            time.sleep(1)
+            trial = kt.engine.trial.Trial(self.oracle.get_space(), status=TrialStatus.IDLE)
+            return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+        if trial.status == TrialStatus.STOPPED:
+            self.stop_triggered = True
+            self.stopped_tuners.add(request.tuner_id)
+        return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
 
-        def _others_may_be_requeued(self, tuner_id: str) -> bool:
-            if getattr(self.oracle, "stopped_by_time", False):  # search.max_time: no trial may start
-                return False
-            return any(other != tuner_id and other not in self.lost_tuners for other in self.oracle.ongoing_trials)
+    def _others_may_be_requeued(self, tuner_id: str) -> bool:
+        if getattr(self.oracle, "stopped_by_time", False):  # search.max_time: no trial may start
+            return False
+        return any(other != tuner_id and other not in self.lost_tuners for other in self.oracle.ongoing_trials)
 
-        def GetTrial(self, request: Any, context: Any) -> Any:
-            # Workers ask for their trial after every epoch (WorkerHeartbeat): that is the heartbeat.
-            if (sender := self._sender(context)) is not None:
-                self.last_heard[sender] = time.monotonic()
-            return super().GetTrial(request, context)
+    def GetTrial(self, request: Any, context: Any) -> Any:
+        # Workers ask for their trial after every epoch (WorkerHeartbeat): that is the heartbeat.
+        if (sender := self._sender(context)) is not None:
+            self.last_heard[sender] = time.monotonic()
+        return super().GetTrial(request, context)
 
-        def UpdateTrial(self, request: Any, context: Any) -> Any:
-            if self._sender(context) in self.lost_tuners:  # a worker back from the dead: its trial is another's now
-                return protos.get_service().UpdateTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
-            return super().UpdateTrial(request, context)
+    def UpdateTrial(self, request: Any, context: Any) -> Any:
+        if self._sender(context) in self.lost_tuners:  # a worker back from the dead: its trial is another's now
+            return protos.get_service().UpdateTrialResponse(trial=self.oracle.get_trial(request.trial_id).to_proto())
+        return super().UpdateTrial(request, context)
 
-        def EndTrial(self, request: Any, context: Any) -> Any:
-            if self._sender(context) in self.lost_tuners:
-                return protos.get_service().EndTrialResponse()
-            return super().EndTrial(request, context)
+    def EndTrial(self, request: Any, context: Any) -> Any:
+        if self._sender(context) in self.lost_tuners:
+            return protos.get_service().EndTrialResponse()
+        return super().EndTrial(request, context)
 
-        def silent_workers(self, timeout_s: float) -> list[str]:
-            """Workers running a trial that have not been heard of for `timeout_s` (stopped, hung, cut off)."""
-            now = time.monotonic()
-            return [tuner_id for tuner_id in list(self.oracle.ongoing_trials)
-                    if tuner_id not in self.lost_tuners and now - self.last_heard.get(tuner_id, now) > timeout_s]
+    def silent_workers(self, timeout_s: float) -> list[str]:
+        """Workers running a trial that have not been heard of for `timeout_s` (stopped, hung, cut off)."""
+        now = time.monotonic()
+        return [tuner_id for tuner_id in list(self.oracle.ongoing_trials)
+                if tuner_id not in self.lost_tuners and now - self.last_heard.get(tuner_id, now) > timeout_s]
 
-        def search_done(self) -> bool:
-            if not self.stop_triggered or self.oracle.ongoing_trials:
-                return False
-            return not (set(self.oracle.tuner_ids) - self.stopped_tuners - self.lost_tuners)
+    def search_done(self) -> bool:
+        if not self.stop_triggered or self.oracle.ongoing_trials:
+            return False
+        return not (set(self.oracle.tuner_ids) - self.stopped_tuners - self.lost_tuners)
 
-        def requeue_trial_of(self, tuner_id: str, reason: str) -> str | None:
-            """A worker died: hand its running trial to the next worker that asks."""
-            self.lost_tuners.add(tuner_id)
-            trial = self.oracle.ongoing_trials.get(tuner_id)
-            if trial is None:
-                return None
-            trial.status = TrialStatus.INVALID
-            trial.message = reason
-            self.oracle.end_trial(trial)
-            return trial.trial_id
-
-    return ChiefServicer
+    def requeue_trial_of(self, tuner_id: str, reason: str) -> str | None:
+        """A worker died: hand its running trial to the next worker that asks."""
+        self.lost_tuners.add(tuner_id)
+        trial = self.oracle.ongoing_trials.get(tuner_id)
+        if trial is None:
+            return None
+        trial.status = TrialStatus.INVALID
+        trial.message = reason
+        self.oracle.end_trial(trial)
+        return trial.trial_id
 
 
 class WorkerHeartbeat(TrialObserver):
@@ -144,11 +141,10 @@ class WorkerHeartbeat(TrialObserver):
 def serve_oracle(tuner: kt.Tuner, poll: Callable[[Any], None] = lambda servicer: None) -> None:
     """Chief role: serve the oracle until the budget is spent and every live worker was stopped."""
     import grpc
-    from keras_tuner.src import protos  # no public name (see _chief_servicer_class)
 
     tuner.save()
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    servicer = _chief_servicer_class()(tuner.oracle)
+    servicer = ChiefServicer(tuner.oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     if server.add_insecure_port(oracle_address()) == 0:
         raise ConfigError(f"chief cannot listen on {oracle_address()}; set KERASTUNER_ORACLE_PORT to a free port")

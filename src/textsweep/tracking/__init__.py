@@ -16,7 +16,7 @@ from textsweep.tracking.observer import MlflowTrialObserver
 from textsweep.tracking.queries import (
     check_state_store, chief_sweep_run, count_trial_runs, epoch_seconds, find_run, find_sweep_runs,
     kill_running_trial_runs, leaderboard, no_finished_trial, reference_run, supersede_earlier_runs,
-    sweep_leaderboard, time_budget_reason,
+    state_owner, sweep_leaderboard, time_budget_reason,
 )
 from textsweep.tracking.runs import (
     end_active_runs, environment_tags, epoch_metrics_callback, job_run, log_params, log_reference_run,

@@ -149,6 +149,12 @@ def find_run(client: MlflowClient, run_id: str) -> Any | None:
         raise
 
 
+def state_owner(experiment_name: str, run: Any) -> dict[str, str]:
+    """What tuner state records of its sweep run, for `check_state_store` on resume."""
+    return {"sweep_run_id": run.info.run_id, "store": redact(tracking_uri()), "experiment": experiment_name,
+            "experiment_id": run.info.experiment_id}
+
+
 def check_state_store(client: MlflowClient, config: SweepConfig, directory: Path, state: dict[str, Any]) -> None:
     """Resume only tuner state whose sweep run this store holds.
 
