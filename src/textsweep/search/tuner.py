@@ -41,6 +41,7 @@ class SweepTuner(kt.Tuner):
         self.trial_cut_by_time = False
         self._started: dict[str, TrialStart] = {}
         self._trained: dict[str, Any] = {}  # trial id -> its Keras model, for its end
+        self._best_seen: dict[str, tuple[str, float] | None] = {}  # trial id -> the best when it last reported
         kt.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
 
     def emit(self, event_name: str, event: Any) -> None:
@@ -53,16 +54,16 @@ class SweepTuner(kt.Tuner):
         # A worker's oracle is KerasTuner's gRPC client, which has no such attribute.
         return self.trial_cut_by_time or bool(getattr(self.oracle, "stopped_by_time", False))
 
-    def best_so_far(self, candidate: tuple[str, float] | None = None) -> tuple[str, float] | None:
-        """(trial id, score) of the best finished trial, or `candidate` if it is better."""
+    def best_so_far(self) -> tuple[str, float] | None:
+        """(trial id, score) of the best finished trial, asked of the oracle (a worker's is the chief's)."""
         best = self.oracle.get_best_trials(1)
-        recorded = (best[0].trial_id, best[0].score) if best and best[0].score is not None else None
-        if candidate is None or candidate[1] is None:
-            return recorded
-        if recorded is None:
-            return candidate
-        better = candidate[1] < recorded[1] if self.oracle.objective.direction == "min" else candidate[1] > recorded[1]
-        return candidate if better else recorded
+        return (best[0].trial_id, best[0].score) if best and best[0].score is not None else None
+
+    def better(self, a: tuple[str, float] | None, b: tuple[str, float] | None) -> tuple[str, float] | None:
+        if a is None or b is None:
+            return a or b
+        lower_is_better = self.oracle.objective.direction == "min"
+        return b if (b[1] < a[1] if lower_is_better else b[1] > a[1]) else a
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
         self.emit("search_begins", SearchStart(
@@ -83,6 +84,7 @@ class SweepTuner(kt.Tuner):
         start = TrialStart(trial.trial_id, self.tuner_id, dict(trial.hyperparameters.values),
                            self.hypermodel.params(trial.hyperparameters), best=self.best_so_far())
         self._started[trial.trial_id] = start
+        self._best_seen[trial.trial_id] = start.best
         self.emit("trial_begins", start)
 
     def on_epoch_end(self, trial: kt.engine.trial.Trial, model: Any, epoch: int, logs: dict | None = None) -> None:
@@ -90,7 +92,8 @@ class SweepTuner(kt.Tuner):
         self._trained[trial.trial_id] = model
         logs = {name: float(value) for name, value in (logs or {}).items()}
         out_of_time = self.deadline is not None and time.time() >= self.deadline
-        self.emit("epoch_ends", EpochEnd(self._started[trial.trial_id], epoch, logs, self.best_so_far(), out_of_time))
+        self._best_seen[trial.trial_id] = best = self.best_so_far()
+        self.emit("epoch_ends", EpochEnd(self._started[trial.trial_id], epoch, logs, best, out_of_time))
         if self.deadline is not None and time.time() >= self.deadline:
             # Keras ends fit() after this epoch; KerasTuner has checkpointed the best epoch so far,
             # so the trial ends COMPLETED with it.
@@ -107,7 +110,9 @@ class SweepTuner(kt.Tuner):
             # The best epoch's weights (KerasTuner's checkpoint; no public name for its file),
             # loaded into the trained model rather than through `Tuner.load_model`, which rebuilds it.
             model.load_weights(self._get_checkpoint_fname(trial.trial_id))
-        best = self.best_so_far((trial.trial_id, score) if completed else None)
+        # Not the oracle's answer now: it holds this trial COMPLETED but not yet scored, which its
+        # ranking cannot sort. The best seen at the last epoch, or this trial if it is better.
+        best = self.better(self._best_seen.pop(trial.trial_id, None), (trial.trial_id, score) if completed and score is not None else None)
         # Before KerasTuner records the trial (super): a process that dies between the two runs
         # the trial again on resume, and tracking supersedes the run it had finished.
         self.emit("trial_ends", TrialEnd(start, trial.status, trial.message, score, model if completed else None, best))

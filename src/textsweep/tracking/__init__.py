@@ -20,7 +20,7 @@ from textsweep.tracking.queries import (
 )
 from textsweep.tracking.runs import (
     end_active_runs, environment_tags, epoch_metrics_callback, job_run, log_params, log_reference_run,
-    log_sweep_summary, sweep_run,
+    log_sweep_outcome, log_sweep_summary, sweep_run,
 )
 from textsweep.tracking.store import (
     connect, experiment_id, experiment_url, redact, sqlite_path, tracking_uri, tuner_directory, ui_command,
