@@ -22,8 +22,9 @@ import keras_tuner as kt
 import pandas as pd
 from keras_tuner.engine.trial import TrialStatus
 
-# No public names: KerasTuner's gRPC messages and servicer, which the chief serves with its own
-# loop because `start_server` never stops (see above). KerasTuner has imported them already.
+# No public names for KerasTuner's gRPC messages and servicer. The chief serves them with its own
+# loop because KerasTuner's `start_server` waits for every worker to end (keras-team/keras-tuner
+# PR 967), and a dead worker stalls it for good (keras-team/keras-tuner issue 915).
 from keras_tuner.src import protos
 from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
@@ -34,7 +35,8 @@ from textsweep.events import TrialObserver, WorkerLost
 
 def distributed_role() -> str | None:
     """`chief`, `worker`, or None for a single-process sweep."""
-    # No public name: KerasTuner's own reading of its variables (the rule its tuners follow).
+    # No public name: KerasTuner's own reading of its variables, the rule its tuners follow; a
+    # reading of our own could disagree with the tuner about which process is the chief.
     from keras_tuner.src.distribute import utils as distribute_utils
 
     try:

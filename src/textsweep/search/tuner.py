@@ -15,8 +15,8 @@ from typing import Any
 
 import keras_tuner as kt
 
-# No public name: KerasTuner prints the traceback of every failed trial unless DEBUG is off;
-# textsweep records it in the trial's run (failure.txt) and shows one line instead.
+# No public setting: KerasTuner prints the traceback of every failed trial unless its DEBUG flag
+# is off; textsweep records it in the trial's run (failure.txt) and shows one line instead.
 from keras_tuner.src import config as keras_tuner_config
 
 from textsweep.config import SweepConfig
