@@ -16,7 +16,7 @@ from textsweep.tuning import (
     sweep_identity,
     write_state,
 )
-from textsweep.vocab import encode_splits
+from textsweep.text import encode_splits
 
 SPACE = {"embed_dim": {"min": 8, "max": 32, "step": 8}, "batch_size": {"values": [32, 64]}}
 TINY = {"max_features": 300, "embed_dim": 4, "lstm_out": 4, "batch_size": 64, "recurrent_dropout": 0.0, "spatial_dropout": 0.0}
