@@ -50,7 +50,7 @@ def main() -> None:
     repeats = 1 if args.smoke else args.repeats
 
     from textsweep.data import load_data
-    from textsweep.vocab import encode_splits
+    from textsweep.text import encode_splits
 
     workdir = scratch_directory()
     config = sweep_config(args.smoke)

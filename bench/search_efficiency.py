@@ -108,7 +108,7 @@ def main() -> None:
     cap_s = 20.0 if args.smoke else args.cap
 
     from textsweep.data import load_data
-    from textsweep.vocab import encode_splits
+    from textsweep.text import encode_splits
 
     workdir = scratch_directory()
     config = sweep_config("random", args.smoke)

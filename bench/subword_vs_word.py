@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from textsweep.data import load_data
-    from textsweep.vocab import encode_splits
+    from textsweep.text import encode_splits
 
     params = dict(PARAMS) | ({"epochs": 1} if args.smoke else {})
     config = seed_a_config("bench-subword", smoke=args.smoke, imdb_limit=6000, **params)

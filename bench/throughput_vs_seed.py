@@ -121,7 +121,7 @@ def main() -> None:
     repeats = 1 if args.smoke else args.repeats
 
     from textsweep.data import load_data
-    from textsweep.vocab import encode_splits
+    from textsweep.text import encode_splits
 
     config = sweep_config(args.smoke, None if args.accuracy or args.limit == 0 else args.limit)
     encoded = encode_splits(load_data(config.data))

@@ -30,7 +30,7 @@ from textsweep.data import prepare
 from textsweep.layers import keep_legacy_lstms_off_cudnn, lstm_layers
 from textsweep.model import build_model, fit_model, lstm_kernel
 from textsweep.serving import class_probabilities
-from textsweep.vocab import encode_splits
+from textsweep.text import encode_splits
 
 # The module holding the branch under test (it has no public name; the package re-exports a
 # function called `rnn`, so it is imported by its full name).

@@ -89,7 +89,7 @@ def test_a_texts_probabilities_do_not_depend_on_how_far_it_is_padded():
     from textsweep.data import prepare
     from textsweep.model import fit_model
     from textsweep.serving import class_probabilities
-    from textsweep.vocab import cap_ids, encode_splits, pad
+    from textsweep.text import cap_ids, encode_splits, pad
     from conftest import review_rows
 
     data = prepare(review_rows(600), DataConfig(source="mem"))

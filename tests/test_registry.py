@@ -30,7 +30,7 @@ from textsweep.registry import (
     register_once,
 )
 from textsweep.serving import class_probabilities
-from textsweep.vocab import Vocabulary
+from textsweep.text import Vocabulary
 from textsweep.api import sweep as run_sweep
 
 MODEL_NAME = "rt-tiny"

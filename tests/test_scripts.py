@@ -24,7 +24,7 @@ from test_end_to_end import run, runs_of
 from textsweep.config import parse_config
 from textsweep.data import prepare, space_unspaced_scripts
 from textsweep.errors import DataError
-from textsweep.vocab import Vocabulary, fit_vocabulary, split_words
+from textsweep.text import Vocabulary, fit_vocabulary, split_words
 
 pytestmark = pytest.mark.e2e
 

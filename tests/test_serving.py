@@ -29,7 +29,7 @@ from textsweep.errors import DataError
 from textsweep.serving import (SIGNATURE, TextClassifier, checked_texts, checking_texts, class_columns, classify,
                                  signature, texts_of)
 from textsweep.api import sweep as run_sweep
-from textsweep.vocab import Vocabulary, encode_splits
+from textsweep.text import Vocabulary, encode_splits
 
 MODEL_NAME = "rt-served"
 CHAMPION = f"models:/{MODEL_NAME}@champion"

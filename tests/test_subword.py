@@ -13,82 +13,16 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from tokenizers import Tokenizer
 
 from conftest import BIN, http_server, review_rows, use_own_store, write_sweep_file
 from textsweep import api
-from textsweep.config import DataConfig, parse_config
-from textsweep.data import clean_texts, prepare
+from textsweep.config import parse_config
 from textsweep.errors import ConfigError
+from textsweep.text import SUBWORD_FORMAT, SubwordTokenizer, load_tokenizer
 from textsweep.tracking import KERAS_MODEL_NAME
-from textsweep.subword import SUBWORD_FORMAT, SubwordTokenizer, fit_subword
-from textsweep.vocab import Vocabulary, encode_splits, fit_vocabulary, load_tokenizer
 
 MODEL_NAME = "rt-subword"
 CHAMPION = f"models:/{MODEL_NAME}@champion"
-
-
-@pytest.fixture(scope="module")
-def review_texts() -> list[str]:
-    rows = review_rows(1500, seed=3)
-    return clean_texts(rows["text"], "unicode").tolist()
-
-
-# ---------------------------------------------------------------- the tokenizer
-
-
-def test_a_capped_tokenizer_is_the_one_bpe_trains_at_that_size(review_texts):
-    fitted_once = fit_subword(review_texts[:1000], 2000)
-    assert fitted_once.size == 2000
-    trained_small = fit_subword(review_texts[:1000], 600)
-    capped = fitted_once.capped(600)
-    assert capped.size == trained_small.size == 600
-    model_of = lambda tokenizer: json.loads(tokenizer.tokenizer_json)["model"]  # noqa: E731
-    assert model_of(capped)["vocab"] == model_of(trained_small)["vocab"]
-    assert model_of(capped)["merges"] == model_of(trained_small)["merges"]
-    unseen = review_texts[1000:]
-    assert [list(ids) for ids in capped.encode(unseen)] == [list(ids) for ids in trained_small.encode(unseen)]
-    # fewer merges: the same texts take more pieces
-    assert sum(map(len, capped.encode(unseen))) > sum(map(len, fitted_once.encode(unseen)))
-
-
-def test_pieces_cover_word_forms_the_training_split_never_saw(review_texts):
-    vocabulary, subword = fit_vocabulary(review_texts), fit_subword(review_texts, 1000)
-    unseen = "unwatchableness overactingly"
-    assert not any(word in vocabulary.words for word in unseen.split())
-    assert len(vocabulary.encode([unseen])[0]) == 0  # the word tokenizer drops both words
-    pieces = subword.pieces(unseen)
-    assert len(pieces) >= 4 and pieces[0].startswith("▁") and "".join(pieces).replace("▁", " ").strip() == unseen
-    (ids,) = subword.encode([unseen])
-    assert ids.min() > 0 and ids.max() < 1000  # 0 is the padding the model masks
-    assert subword.pieces("ab☃cd") == subword.pieces("abcd")  # a character outside the alphabet is dropped
-
-
-def test_the_tokenizer_is_json_that_hf_tokenizers_reads_as_is(review_texts):
-    subword = fit_subword(review_texts, 800, classes=("neg", "pos"), cleaning="unicode").capped(500, maxlen=40)
-    saved = json.loads(subword.to_json())
-    assert saved["format"] == SUBWORD_FORMAT and saved["maxlen"] == 40 and saved["classes"] == ["neg", "pos"]
-    hf = Tokenizer.from_str(json.dumps(saved["tokenizer"]))
-    assert hf.get_vocab_size() == 500 and hf.token_to_id("[PAD]") == 0
-    loaded = load_tokenizer(subword.to_json())
-    assert isinstance(loaded, SubwordTokenizer) and loaded.classes == ("neg", "pos")
-    assert np.array_equal(loaded.encode_padded(review_texts[:20]), subword.encode_padded(review_texts[:20]))
-    assert loaded.encode_padded(review_texts[:1]).shape == (1, 40)
-    assert isinstance(load_tokenizer(fit_vocabulary(review_texts).to_json()), Vocabulary)
-
-
-def test_splits_are_encoded_once_per_max_features_below_the_cap():
-    data = prepare(review_rows(400, seed=2), DataConfig(source="mem", cleaning="unicode"))
-    encoded = encode_splits(data, subword_size=900)
-    assert encoded.vocabulary_sizes() == {"word": encoded.vocabulary.size, "subword": 900}
-    view = encoded.for_tokenizer("subword", 300)
-    assert view.vocabulary.size == 300 and isinstance(view.vocabulary, SubwordTokenizer)
-    assert max(int(ids.max(initial=0)) for ids in view.train) < 300
-    assert encoded.for_tokenizer("subword", 300) is view and view.for_tokenizer("subword", 300) is view
-    assert encoded.for_tokenizer("subword", 5000).vocabulary.size == 900  # capped to what was fitted
-    assert encoded.for_tokenizer("word", 300) is encoded
-    with pytest.raises(ValueError, match="no 'subword' tokenizer was fitted"):
-        encode_splits(data).for_tokenizer("subword", 300)
 
 
 # ---------------------------------------------------------------- the sweep file

@@ -138,7 +138,7 @@ def load_trial_model(experiment_id: str, run_id: str) -> RawTextModel:
     """A trial's own Keras model and tokenizer (no registry needed) as a raw-text classifier."""
     from textsweep.registry import TrialChoice, trial_keras_model, trial_vocabulary
     from textsweep.serving import classify
-    from textsweep.vocab import load_tokenizer
+    from textsweep.text import load_tokenizer
 
     tracking.connect(create=False)
     trial = TrialChoice("", experiment_id, run_id, "", "", float("nan"))

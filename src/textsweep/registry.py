@@ -67,7 +67,7 @@ from textsweep.tracking import (
     sqlite_path,
     tracking_uri,
 )
-from textsweep.vocab import Vocabulary, load_tokenizer
+from textsweep.text import Vocabulary, load_tokenizer
 
 PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
 # What evaluation_metrics names (per class: _<class index>); each is also a version tag textsweep.<name>.

@@ -57,7 +57,7 @@ from mlflow.types import ColSpec, Schema
 
 from textsweep.data import clean_texts
 from textsweep.errors import DataError
-from textsweep.vocab import Tokenizer, load_tokenizer
+from textsweep.text import Tokenizer, load_tokenizer
 
 TEXT_COLUMN = "text"
 VOCABULARY_ARTIFACT = "vocabulary"

@@ -1,55 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 
-from textsweep.data import PreparedData, Split, clean_texts
-from textsweep.vocab import Vocabulary, encode_splits, fit_vocabulary, pad, split_words
+from textsweep.config import DataConfig, TrainingParams
+from textsweep.data import PreparedData, Split, clean_texts, prepare
+from textsweep.text import SubwordTokenizer, encode_splits, split_words
 from conftest import review_rows
-
-TEXTS = ["the cat sat", "the dog sat down", "a cat! the end"]
-
-
-def test_ranks_by_count_then_first_appearance():
-    # counts: the 3, cat 2, sat 2, then dog, down, a, end once each (in order of appearance)
-    assert fit_vocabulary(TEXTS).words == ("the", "cat", "sat", "dog", "down", "a", "end")
-
-
-def test_encoding_keeps_ranks_below_max_features_and_drops_the_rest():
-    vocabulary = fit_vocabulary(TEXTS)
-    capped = vocabulary.capped(4)  # Tokenizer(num_words=4): ids 1..3
-    assert capped.words == ("the", "cat", "sat")
-    assert [s.tolist() for s in capped.encode(["the dog sat down", "unknown words only", "cat cat"])] == [[1, 3], [], [2, 2]]
-
-
-def test_padding_and_truncation_are_pre_with_zero():
-    assert pad([np.array([1, 3]), np.array([4, 5, 6, 7, 8])], 4).tolist() == [[0, 0, 1, 3], [5, 6, 7, 8]]
-
-
-def test_words_split_like_keras_text_to_word_sequence():
-    # seed A's regex keeps [ ] _ ` \ ^ ; the tokenizer's default filters then split on them
-    assert split_words("Hello,world [x]_y `z`\ttab\nnew  line") == ["hello", "world", "x", "y", "z", "tab", "new", "line"]
-
-
-def test_json_round_trip_without_pickle(tmp_path):
-    vocabulary = fit_vocabulary(TEXTS).capped(5, maxlen=7)
-    loaded = Vocabulary.load(vocabulary.save(tmp_path / "v.json"))
-    assert loaded == vocabulary and loaded.maxlen == 7
-    assert loaded.encode_padded(["the end sat"]).tolist() == [[0, 0, 0, 0, 0, 1, 3]]
-    with pytest.raises(ValueError, match="not a textsweep vocabulary"):
-        Vocabulary.from_json('{"words": []}')
-
-
-def test_classes_and_cleaning_travel_in_the_json():
-    vocabulary = Vocabulary(("o'yin", "яхши"), classes=("negative", "neutral", "positive"), cleaning="unicode")
-    loaded = Vocabulary.from_json(vocabulary.capped(2, maxlen=3).to_json())
-    assert loaded.classes == ("negative", "neutral", "positive") and loaded.cleaning == "unicode"
-    assert loaded.words == ("o'yin",) and loaded.encode_padded(["o'yin o'yin"]).tolist() == [[0, 1, 1]]
-    assert Vocabulary.from_json(Vocabulary(("a",), classes=(False, True)).to_json()).classes == (False, True)
-
-
-def test_a_vocabulary_saved_before_classes_were_kept_is_seed_a_binary():
-    old = '{"format": "textsweep.vocabulary/1", "maxlen": 4, "words": ["yaxshi", "emas"]}'
-    loaded = Vocabulary.from_json(old)
-    assert loaded.classes == (0, 1) and loaded.cleaning == "seed_a" and loaded.maxlen == 4
 
 
 def split_of(texts, labels):
@@ -71,11 +28,13 @@ def test_one_huge_row_does_not_set_every_rows_padded_length():
     encoded = encoded_with([huge, *texts])
     longest_review = max(len(split_words(t)) for t in texts)
     assert encoded.longest(2000) == 28_571
-    cap = encoded.maxlen_cap(2000)
+    cap = encoded.resolve_maxlen(2000, None)
     assert longest_review / 2 < cap < 200  # twice the 99th percentile of the training lengths
-    assert encoded.resolve_maxlen(2000, None) == cap
+    assert cap == math.ceil(2 * np.percentile(encoded.train_lengths(2000), 99, method="lower"))
+    assert encoded.maxlen_for(TrainingParams(max_features=2000)) == cap  # what a run trains and is served at
     assert encoded.arrays("train", 2000, encoded.resolve_maxlen(2000, None))[0].shape == (238, cap)
     assert encoded.resolve_maxlen(2000, 30_000) == 30_000  # an explicit maxlen is used as given
+    assert encoded.maxlen_for(TrainingParams(max_features=2000, maxlen=30_000)) == 30_000
 
 
 def test_padded_length_is_the_longest_when_no_text_stands_out():
@@ -93,22 +52,7 @@ def test_vocabulary_carries_the_datas_classes_and_cleaning_and_caps_max_features
     assert encoded.vocabulary.capped(3, maxlen=2).classes == ("neg", "pos")
 
 
-@pytest.mark.parametrize("cleaning", ["seed_a", "unicode"])
-def test_matches_the_keras_2_tokenizer_on_real_data(cleaning):
-    legacy = pytest.importorskip("tf_keras.preprocessing.text")
-    texts = clean_texts(review_rows(3000)["text"], cleaning).tolist()
-    tokenizer = legacy.Tokenizer(num_words=500, split=" ")
-    tokenizer.fit_on_texts(texts)
-    vocabulary = fit_vocabulary(texts)
-    assert list(vocabulary.words) == list(tokenizer.word_index)
-    assert [s.tolist() for s in vocabulary.capped(500).encode(texts)] == tokenizer.texts_to_sequences(texts)
-
-
 def encoded_slice():
-    from textsweep.config import DataConfig
-    from textsweep.data import prepare
-    from textsweep.vocab import encode_splits
-
     return encode_splits(prepare(review_rows(800), DataConfig(source="mem")))
 
 
@@ -136,3 +80,17 @@ def test_length_buckets_pre_pad_each_batch_to_its_longest_text_and_keep_every_te
     expected = sorted(tuple(seq.tolist()) if len(seq) else (0,) for seq in capped)
     assert sorted(rows) == expected  # every text once; an empty text becomes one padding id
     assert np.mean([ids.shape[1] for ids, _ in batches]) < 20  # shorter than full padding
+
+
+def test_splits_are_encoded_once_per_max_features_below_the_cap():
+    data = prepare(review_rows(400, seed=2), DataConfig(source="mem", cleaning="unicode"))
+    encoded = encode_splits(data, subword_size=900)
+    assert encoded.vocabulary_sizes() == {"word": encoded.vocabulary.size, "subword": 900}
+    view = encoded.for_tokenizer("subword", 300)
+    assert view.vocabulary.size == 300 and isinstance(view.vocabulary, SubwordTokenizer)
+    assert max(int(ids.max(initial=0)) for ids in view.train) < 300
+    assert encoded.for_tokenizer("subword", 300) is view and view.for_tokenizer("subword", 300) is view
+    assert encoded.for_tokenizer("subword", 5000).vocabulary.size == 900  # capped to what was fitted
+    assert encoded.for_tokenizer("word", 300) is encoded
+    with pytest.raises(ValueError, match="no 'subword' tokenizer was fitted"):
+        encode_splits(data).for_tokenizer("subword", 300)

@@ -8,9 +8,9 @@ Fitted once per sweep, on the training split, with the largest `max_features` an
 ask for; a trial with a smaller `max_features` keeps the first pieces (`capped`). That is
 exactly the tokenizer BPE would have trained at that size: BPE adds one merge at a time, most
 frequent pair first, and a new piece's id is its merge's position, so the tokenizer trained to
-size k is the first k ids and the merges that made them (tests/test_subword.py checks it
-against training at k). Unlike word ids, pieces must be re-encoded per cap (fewer merges split
-a word into more pieces); vocab.EncodedSplits does that once per max_features.
+size k is the first k ids and the merges that made them (tests/text/test_subword_tokenizer.py
+checks it against training at k). Unlike word ids, pieces must be re-encoded per cap (fewer
+merges split a word into more pieces); encoded.EncodedSplits does that once per max_features.
 
 Ids: 0 is `[PAD]` (the padding the model masks), then the characters of the training split (at
 most ALPHABET_LIMIT, the most frequent), then merged pieces. A character outside them is dropped,
@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from textsweep.text.tokenizer import Tokenizer, fields_from_json, tokenizer_to_json
 
 SUBWORD_FORMAT = "textsweep.subword/1"
 PAD_TOKEN = "[PAD]"
@@ -40,17 +41,11 @@ ALPHABET_LIMIT = 300
 MIN_PAIR_FREQUENCY = 2
 
 
-def _pad(sequences: list[np.ndarray], maxlen: int) -> np.ndarray:
-    from keras.utils import pad_sequences  # deferred: importing Keras costs seconds
-
-    return pad_sequences(sequences, maxlen=maxlen, padding="pre", truncating="pre", value=0)
-
-
 @dataclass(frozen=True)
-class SubwordTokenizer:
-    """A fitted BPE tokenizer with what serving needs beside it (the same fields as vocab.Vocabulary).
+class SubwordTokenizer(Tokenizer):
+    """A fitted BPE tokenizer with what serving needs beside it (the same fields as word.Vocabulary).
 
-    `tokenizer_json` is the HF tokenizer's JSON (`Tokenizer.to_str()`); `maxlen` the padded
+    `tokenizer_json` is the HF tokenizer's JSON (`tokenizers.Tokenizer.to_str()`); `maxlen` the padded
     length once a trial fixes it; `classes` the label values in class order; `cleaning` the
     `data.cleaning` mode its texts went through.
     """
@@ -61,9 +56,9 @@ class SubwordTokenizer:
     cleaning: str = "unicode"
 
     def __post_init__(self) -> None:
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer as HfTokenizer
 
-        object.__setattr__(self, "_tokenizer", Tokenizer.from_str(self.tokenizer_json))
+        object.__setattr__(self, "_tokenizer", HfTokenizer.from_str(self.tokenizer_json))
 
     @property
     def size(self) -> int:
@@ -90,33 +85,16 @@ class SubwordTokenizer:
         encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)  # type: ignore[attr-defined]
         return [np.asarray(encoding.ids, dtype=np.int32) for encoding in encodings]
 
-    def encode_padded(self, texts: list[str]) -> np.ndarray:
-        """Encode and pad to this tokenizer's `maxlen` (what serving feeds the model)."""
-        if self.maxlen is None:
-            raise ValueError("this tokenizer has no maxlen; cap it with a maxlen first")
-        return _pad(self.encode(texts), self.maxlen)
-
     def pieces(self, text: str) -> list[str]:
         """How a text is split (for people reading a model's tokenizer)."""
         return self._tokenizer.encode(text, add_special_tokens=False).tokens  # type: ignore[attr-defined]
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": SUBWORD_FORMAT,
-                "maxlen": self.maxlen,
-                "classes": list(self.classes),
-                "cleaning": self.cleaning,
-                "tokenizer": json.loads(self.tokenizer_json),
-            },
-            ensure_ascii=False,
-        )
+        return tokenizer_to_json(self, SUBWORD_FORMAT, tokenizer=json.loads(self.tokenizer_json))
 
     @classmethod
     def from_json(cls, text: str) -> SubwordTokenizer:
-        payload = json.loads(text)
-        if payload.get("format") != SUBWORD_FORMAT:
-            raise ValueError(f"not a textsweep subword tokenizer (format {payload.get('format')!r})")
+        payload = fields_from_json(text, SUBWORD_FORMAT, "subword tokenizer")
         return cls(
             json.dumps(payload["tokenizer"], ensure_ascii=False),
             payload.get("maxlen"),
@@ -124,16 +102,13 @@ class SubwordTokenizer:
             cleaning=payload["cleaning"],
         )
 
-    def save(self, path: Path) -> Path:
-        path.write_text(self.to_json(), encoding="utf-8")
-        return path
-
 
 def fit_subword(texts: list[str], max_features: int, *, classes: tuple[Any, ...] = (0, 1), cleaning: str = "unicode") -> SubwordTokenizer:
     """Train BPE on `texts` up to `max_features` ids (fewer when the texts run out of repeated pairs)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as HfTokenizer
+    from tokenizers import models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.BPE())  # no unk token: unknown characters are dropped
+    tokenizer = HfTokenizer(models.BPE())  # no unk token: unknown characters are dropped
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     trainer = trainers.BpeTrainer(
