@@ -183,7 +183,7 @@ class TrainingParams(_Section):
     epochs: Integer = Field(default=7, ge=1)
     # Padded length. None = the longest training sequence (seed A), but at most twice the 99th
     # percentile of the training lengths, so one huge text does not pad every text to its length
-    # (vocab.EncodedSplits.resolve_maxlen). An explicit maxlen is used as given, above the cap too.
+    # (text.EncodedSplits.resolve_maxlen). An explicit maxlen is used as given, above the cap too.
     maxlen: Integer | None = Field(default=None, ge=1)
     # Batch texts of similar length, pad each batch only to its longest text (maxlen still caps
     # it) and mask the padding (Embedding mask_zero), so the LSTM skips the leading zeros: ~2.5x
@@ -199,7 +199,7 @@ class TrainingParams(_Section):
     bidirectional: bool = False
     # `word`: seed A's Keras-Tokenizer ids (max_features most frequent words, others dropped).
     # `subword`: BPE pieces from the HF `tokenizers` library with max_features ids, fitted once per
-    # sweep on the training split (subword.py): unseen word forms and typos still get pieces.
+    # sweep on the training split (text/subword.py): unseen word forms and typos still get pieces.
     # An explicit maxlen counts pieces then (a word is ~1.5 pieces on the Uzbek set).
     tokenizer: Literal["word", "subword"] = "word"
     mixed_precision: bool = False
@@ -402,7 +402,7 @@ class SweepConfig(_Section):
     @property
     def subword_size(self) -> int | None:
         """How many ids to fit the sweep's subword tokenizer with: the largest max_features a
-        subword trial may use (trials cap it, subword.py); None when no trial uses subword."""
+        subword trial may use (trials cap it, text/subword.py); None when no trial uses subword."""
         tokenizers = self.search.space["tokenizer"].values if "tokenizer" in self.search.space else [self.defaults.tokenizer]
         if "subword" not in tokenizers:
             return None

@@ -3,8 +3,8 @@
 Logged as a *model from code*: registry.py passes this very file as `python_model`, MLflow
 copies it into the model and runs it on load, and the `set_model` call at the bottom names the
 model it serves. Nothing of ours is pickled. The model holds two artifacts, the trial's
-tokenizer (`vocabulary.json` in vocab.Vocabulary's format for word trials, `subword_tokenizer.json`
-in subword.SubwordTokenizer's for subword trials; either with its `max_features` cap and
+tokenizer (`vocabulary.json` in text.Vocabulary's format for word trials, `subword_tokenizer.json`
+in text.SubwordTokenizer's for subword trials; either with its `max_features` cap and
 `maxlen`) and its Keras model (`.keras`, loaded with `safe_mode=True`), and it carries the
 `textsweep` package as code (`code_paths`) for the cleaning and encoding used in training.
 

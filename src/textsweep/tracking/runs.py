@@ -129,7 +129,7 @@ def log_params(params: TrainingParams, maxlen: int, encoded: EncodedSplits, sear
     from textsweep.model import lstm_kernel
 
     values = params.model_dump() | {"maxlen_effective": maxlen, "lstm_kernel": lstm_kernel(params)}
-    if params.maxlen is None:  # derived from the data: the longest text, capped (vocab.resolve_maxlen)
+    if params.maxlen is None:  # derived from the data: the longest text, capped (text.EncodedSplits.resolve_maxlen)
         values["maxlen_longest"] = encoded.seen_by(params).longest(params.max_features)
     if searched_max_features is not None and searched_max_features != params.max_features:
         values["max_features_searched"] = searched_max_features  # capped to the vocabulary's size
