@@ -49,6 +49,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _quiet_libraries()
     from textsweep import jobs
+    from textsweep.reference import versus_reference
     from textsweep.tracking import redact, tracking_uri, ui_command
 
     try:
@@ -71,7 +72,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("top trials:")
         print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(jobs.versus_reference(best, result.reference))
+    print(versus_reference(result.reference, best))
     if result.stop_reason:
         print(result.stop_reason)
     print(f"store: {redact(tracking_uri())}\nbrowse: {ui_command(tracking_uri(), result.experiment_id)}")
@@ -107,7 +108,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from textsweep.tracking import sweep_leaderboard
 
-    from textsweep.jobs import versus_reference
+    from textsweep.reference import versus_reference
     from textsweep.tracking import connect, reference_run
 
     sweep, table = sweep_leaderboard(args.name, args.sweep_run_id)  # reads the store, never creates one
@@ -118,7 +119,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     reference = reference_run(connect(create=False), sweep.info.experiment_id, sweep.info.run_id)
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(versus_reference(best, dict(reference.data.metrics) if reference else None))
+    print(versus_reference(dict(reference.data.metrics) if reference else None, best))
     return 0
 
 

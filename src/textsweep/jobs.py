@@ -225,7 +225,7 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
 
 def promote(config: ConfigLike, *, sweep_run_id: str | None = None, data: pd.DataFrame | None = None) -> Any:
     """Evaluate a sweep's best trial on the test split, register it, move the alias if it beats the champion."""
-    from textsweep.registry import promote as promote_best_trial
+    from textsweep.registry import promote_if_better as promote_best_trial
 
     config = resolve_config(config)
     if data is not None:
@@ -444,19 +444,6 @@ def log_reference(client: Any, config: SweepConfig, prepared: PreparedData, expe
                "test_f1_macro": fitted.test_f1_macro, "fit_seconds": fitted.fit_seconds}
     tracking.log_reference_run(experiment, sweep_run_id, metrics, fitted.params)
     return metrics
-
-
-def versus_reference(best_val_accuracy: float | None, reference: dict[str, float] | None) -> str:
-    """One line: the best trial against the linear reference, on the validation split."""
-    if reference is None:
-        return "linear reference: none (search.reference: false, or a sweep from before it existed)"
-    line = (f"linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy "
-            f"{reference['val_accuracy']:.4f}, test_accuracy {reference['test_accuracy']:.4f}")
-    if best_val_accuracy is None:
-        return line
-    gap = best_val_accuracy - reference["val_accuracy"]
-    verdict = f"beats it by {gap:+.4f}" if gap > 0 else f"falls short of it by {-gap:.4f}"
-    return f"{line}; the best trial (val_accuracy {best_val_accuracy:.4f}) {verdict}"
 
 
 def search(
