@@ -99,5 +99,5 @@ def test_versus_reference_compares_on_the_split_it_is_given():
     assert versus_reference(reference, 0.75, split="test", model="this model") == (
         f"{line}; this model (test_accuracy 0.7500) beats it by +0.0500"  # 0.75 against the test figure, 0.7
     )
-    assert versus_reference(reference, 0.7, split="test", model="this model").endswith("falls short of it by 0.0000")
+    assert versus_reference(reference, 0.7, split="test", model="this model").endswith("(test_accuracy 0.7000) matches it")
     assert versus_reference(None, 0.9).startswith("linear reference: none (search.reference: false")

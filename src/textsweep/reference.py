@@ -164,5 +164,5 @@ def versus_reference(reference: Mapping[str, float] | None, accuracy: float | No
     if accuracy is None:
         return line
     gap = accuracy - reference[f"{split}_accuracy"]
-    verdict = f"beats it by {gap:+.4f}" if gap > 0 else f"falls short of it by {-gap:.4f}"
+    verdict = f"beats it by {gap:+.4f}" if gap > 0 else "matches it" if gap == 0 else f"falls short of it by {-gap:.4f}"
     return f"{line}; {model} ({split}_accuracy {accuracy:.4f}) {verdict}"
