@@ -85,3 +85,19 @@ def test_reference_fits_texts_without_words_on_character_ngrams_and_says_so():
         reason = "no word in the training texts" if kind == "emoji" else "no word appears in 2 training texts"
         assert result.params["word_features"].startswith(f"left out: {reason}"), kind
         assert result.val_accuracy > 0.7 and result.test_accuracy > 0.7, kind  # balanced: chance is 0.5
+
+
+def test_versus_reference_compares_on_the_split_it_is_given():
+    """One line for the sweep's summary (validation split) and for promote (test split)."""
+    from textsweep.reference import versus_reference
+
+    reference = {"val_accuracy": 0.8, "test_accuracy": 0.7, "test_f1_macro": 0.69, "fit_seconds": 1.0}
+    line = "linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy 0.8000, test_accuracy 0.7000"
+    assert versus_reference(reference) == line  # no finished trial yet
+    assert versus_reference(reference, 0.85) == f"{line}; the best trial (val_accuracy 0.8500) beats it by +0.0500"
+    assert versus_reference(reference, 0.75) == f"{line}; the best trial (val_accuracy 0.7500) falls short of it by 0.0500"
+    assert versus_reference(reference, 0.75, split="test", model="this model") == (
+        f"{line}; this model (test_accuracy 0.7500) beats it by +0.0500"  # 0.75 against the test figure, 0.7
+    )
+    assert versus_reference(reference, 0.7, split="test", model="this model").endswith("(test_accuracy 0.7000) matches it")
+    assert versus_reference(None, 0.9).startswith("linear reference: none (search.reference: false")

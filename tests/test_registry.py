@@ -21,12 +21,11 @@ from textsweep.config import SweepConfig, load_config
 from textsweep.data import load_data
 from textsweep.errors import RegistryError
 from textsweep import registry as registry_module
+from textsweep.evaluation import evaluation_metrics, gate_score
 from textsweep.registry import (
     champion_on_split,
-    evaluation_metrics,
     gate_outcome,
-    gate_score,
-    promote,
+    promote_if_better as promote,
     register_once,
 )
 from textsweep.serving import class_probabilities

@@ -24,7 +24,7 @@ from conftest import BIN, http_server, use_own_store, review_rows, write_sweep_f
 from textsweep import serving
 from textsweep.config import DataConfig, TrainingParams, load_config
 from textsweep.data import prepare
-from textsweep.registry import promote
+from textsweep.registry import promote_if_better as promote
 from textsweep.errors import DataError
 from textsweep.serving import (SIGNATURE, TextClassifier, checked_texts, checking_texts, class_columns, classify,
                                  signature, texts_of)

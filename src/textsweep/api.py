@@ -24,6 +24,7 @@ from textsweep import search, tracking
 from textsweep.config import SweepConfig, load_config, params_with, parse_config
 from textsweep.data import PreparedData, load_data, prepare
 from textsweep.errors import ConfigError, DataError, SweepError
+from textsweep.reference import versus_reference  # noqa: F401 (the CLI prints it: cli.py reads api only)
 from textsweep.text import EncodedSplits, encode_splits
 from textsweep.tracking.tags import TAG_DEADLINE
 
@@ -209,19 +210,6 @@ def sweep_runs(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.Data
     return sweep, table, dict(reference.data.metrics) if reference else None
 
 
-def versus_reference(best_val_accuracy: float | None, reference: dict[str, float] | None) -> str:
-    """One line: the best trial against the linear reference, on the validation split."""
-    if reference is None:
-        return "linear reference: none (search.reference: false, or a sweep from before it existed)"
-    line = (f"linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy "
-            f"{reference['val_accuracy']:.4f}, test_accuracy {reference['test_accuracy']:.4f}")
-    if best_val_accuracy is None:
-        return line
-    gap = best_val_accuracy - reference["val_accuracy"]
-    verdict = f"beats it by {gap:+.4f}" if gap > 0 else f"falls short of it by {-gap:.4f}"
-    return f"{line}; the best trial (val_accuracy {best_val_accuracy:.4f}) {verdict}"
-
-
 # ---------------------------------------------------------------- the jobs
 
 
@@ -259,13 +247,11 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
 
 def promote(config: ConfigLike, *, sweep_run_id: str | None = None, data: pd.DataFrame | None = None) -> Any:
     """Evaluate a sweep's best trial on the test split, register it, move the alias if it beats the champion."""
-    from textsweep.registry import promote as promote_best_trial
+    from textsweep.registry import promote_if_better
 
     config = resolve_config(config)
-    if data is not None:
-        prepared, _ = prepare_data(config, data)
-        return promote_best_trial(config, sweep_run_id=sweep_run_id, data=prepared)
-    return promote_best_trial(config, sweep_run_id=sweep_run_id)
+    prepared = prepare_data(config, data)[0] if data is not None else None  # else registry reads data.source
+    return promote_if_better(config, sweep_run_id=sweep_run_id, data=prepared)
 
 
 def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool = False, restart: bool = False,

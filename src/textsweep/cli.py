@@ -69,7 +69,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print("top trials:")
         print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(api.versus_reference(best, result.reference))
+    print(api.versus_reference(result.reference, best))
     if result.stop_reason:
         print(result.stop_reason)
     print(api.where_to_browse(result.experiment_id))
@@ -112,7 +112,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not table.empty:
         print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(api.versus_reference(best, reference))
+    print(api.versus_reference(reference, best))
     return 0
 
 

@@ -1,4 +1,7 @@
-"""Figures logged as artifacts (matplotlib, headless): pure functions from numbers to figures."""
+"""Figures of trials and sweeps logged as artifacts (matplotlib, headless): pure functions from numbers to figures.
+
+The test split's confusion matrix and ROC curve are evaluation.py's.
+"""
 
 from __future__ import annotations
 
@@ -70,24 +73,6 @@ def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str
     scalar = cm.ScalarMappable(cmap="viridis", norm=colors.Normalize(low[objective], high[objective]))
     figure.colorbar(scalar, ax=axis, label=objective)
     axis.set_title(f"{len(table)} trials: swept hyperparameters vs {objective}")
-    return figure
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, title: str) -> Figure:
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    figure = Figure(figsize=(4.5, 4), layout="constrained")
-    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=[0, 1], cmap="Blues", colorbar=False, ax=figure.subplots())
-    figure.axes[0].set_title(title)
-    return figure
-
-
-def roc_curve(labels: np.ndarray, probability: np.ndarray, title: str) -> Figure:
-    from sklearn.metrics import RocCurveDisplay
-
-    figure = Figure(figsize=(5, 4.5), layout="constrained")
-    RocCurveDisplay.from_predictions(labels, probability, name="test split", plot_chance_level=True, ax=figure.subplots())
-    figure.axes[0].set_title(title)
     return figure
 
 

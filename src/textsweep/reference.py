@@ -148,3 +148,21 @@ def reference_params(settings: Mapping[str, Any], no_words: str | None = None) -
         "features": "char" if no_words else "word+char",
         **({"word_features": f"left out: {no_words}"} if no_words else {}),
     }
+
+
+def versus_reference(reference: Mapping[str, float] | None, accuracy: float | None = None, *,
+                     split: str = "val", model: str = "the best trial") -> str:
+    """One line: the sweep's linear reference (its logged metrics) against a model's accuracy on `split`.
+
+    The sweep's summary compares the best trial on the validation split (what the search saw);
+    promote compares the registered model on the test split (what it never saw).
+    """
+    if reference is None:
+        return "linear reference: none (search.reference: false, or a sweep from before it existed)"
+    line = (f"linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy "
+            f"{reference['val_accuracy']:.4f}, test_accuracy {reference['test_accuracy']:.4f}")
+    if accuracy is None:
+        return line
+    gap = accuracy - reference[f"{split}_accuracy"]
+    verdict = f"beats it by {gap:+.4f}" if gap > 0 else "matches it" if gap == 0 else f"falls short of it by {-gap:.4f}"
+    return f"{line}; {model} ({split}_accuracy {accuracy:.4f}) {verdict}"

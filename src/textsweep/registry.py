@@ -1,32 +1,18 @@
-"""Promotion: evaluate a sweep's best trial on the test split, register it, gate the alias.
+"""Promotion: choose a sweep's best trial, register it once, gate the alias.
 
-`promote(config)` takes the latest FINISHED sweep run of the sweep file's experiment (or the
-one named), picks its best FINISHED trial by `best_<objective>` (lowest for a loss), and:
-1. evaluates it on the **test split**, which the search never saw: raw test texts through the
-   serving cleaning and vocabulary into the trial's Keras model, giving a class-probability
-   matrix for any number of classes. It logs test accuracy, macro-F1, per-class precision and
-   recall (`test_precision_<i>`, `test_recall_<i>` for class index i), ROC AUC (binary; one-vs-rest
-   macro for more classes) and a confusion matrix to the trial's run; a binary task also gets
-   `test_precision`, `test_recall`, `test_f1` (class 1 positive) and a ROC curve;
-2. logs the trial as a pyfunc model (serving.py, raw text in) in the trial's run and registers
-   it under `config.model_name`, tagged with its sweep run, trial run, trial id, the data's
-   fingerprint and its test metrics;
-3. gates the alias (`registry.alias`, default `champion`) on `registry.gate_metric`
-   (`test_accuracy` or `test_f1_macro`): it moves to the new version only if the version scores
-   strictly higher than the champion on the same test split; a tie keeps the champion. A version
-   that does not win gets the alias `challenger`.
+`promote_if_better(config)` takes the latest FINISHED sweep run of the sweep file's experiment (or
+the one named) and its best FINISHED trial by `best_<objective>`; scores it on the **test split**,
+which the search never saw (evaluation.py), logging metrics and figures to the trial's run; logs
+it as the served pyfunc model (serving.py, raw text in) and registers it under
+`config.model_name`, tagged with its sweep run, trial, data fingerprint and test metrics; then
+moves the alias (`registry.alias`) to it only if it scores strictly higher on
+`registry.gate_metric` than the champion on the same test split (a tie keeps the champion; a
+loser gets `challenger`). A champion from other data (another fingerprint), or one without that
+metric recorded, is loaded and re-evaluated on the candidate's test split; those rows may have
+trained it, which can only flatter the champion: the gate errs towards keeping it.
 
-The same test split: a champion registered from data with the same fingerprint is compared by
-its recorded gate metric. A champion from other data (another `data.limit`, seed, source), or
-one registered before that metric was recorded, is loaded and re-evaluated on the candidate's
-test split, so both are scored on the same rows. Those rows may have been in the champion's own
-training data, which can only flatter the champion: the gate errs towards keeping it.
-
-Idempotent: a trial already registered under the model name (version tag
-`textsweep.trial_run_id`) is not registered again; the gate is re-applied to that version.
-Every check that can fail (no sweep, no finished trial, changed data, a champion that cannot be
-loaded) runs before anything is written to the registry. Two promotes at once register one
-version per trial and leave one holder per alias (`promotion_lock`, `register_once`).
+Idempotent: a trial already registered (version tag `textsweep.trial_run_id`) is not registered
+again; the gate is re-applied. Every check that can fail runs before the registry is written to.
 """
 
 from __future__ import annotations
@@ -34,15 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
@@ -50,35 +34,23 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from textsweep import plots, serving
+from textsweep import serving
 from textsweep.config import CHALLENGER_ALIAS, SweepConfig
 from textsweep.data import PreparedData, load_data
 from textsweep.errors import RegistryError, option
-from textsweep.tracking.tags import TAG_KIND, TAG_TRIAL
+from textsweep.evaluation import PER_CLASS_METRIC, TEST_METRIC, Evaluation, evaluate, evaluation_figures, gate_score
+from textsweep.reference import versus_reference
 from textsweep.tracking import (
-    KERAS_MODEL_NAME,
-    TOKENIZER_FILE,
-    TOKENIZER_FILES,
-    connect,
-    find_sweep_runs,
-    leaderboard,
-    reference_run,
-    redact,
-    sqlite_path,
-    tracking_uri,
+    KERAS_MODEL_NAME, TOKENIZER_FILE, TOKENIZER_FILES, connect, find_run, find_sweep_runs, leaderboard, redact,
+    reference_run, sqlite_path, tracking_uri,
 )
 from textsweep.text import Vocabulary, load_tokenizer
+from textsweep.tracking.tags import (
+    TAG_CHAMPION_SCORE, TAG_FINGERPRINT, TAG_GATE, TAG_KIND, TAG_SWEEP_RUN, TAG_TEST_ROWS, TAG_TRIAL, TAG_TRIAL_RUN,
+    metric_tag,
+)
 
 PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
-# What evaluation_metrics names (per class: _<class index>); each is also a version tag textsweep.<name>.
-TEST_METRIC = re.compile(r"test_(accuracy|f1_macro|precision|recall|f1|roc_auc|precision_\d+|recall_\d+)")
-PER_CLASS_METRIC = re.compile(r"test_(precision|recall)_\d+")  # in the run and the tags, not the summary
-TAG_SWEEP_RUN = "textsweep.sweep_run_id"
-TAG_TRIAL_RUN = "textsweep.trial_run_id"
-TAG_FINGERPRINT = "textsweep.data_fingerprint"
-TAG_TEST_ROWS = "textsweep.test_rows"
-TAG_GATE = "textsweep.gate"
-TAG_CHAMPION_SCORE = "textsweep.champion_{metric}"  # the champion's gate metric, re-evaluated on this split
 
 
 @dataclass(frozen=True)
@@ -103,16 +75,6 @@ class Champion:
     reevaluated: bool  # registered from other data (or without the metric), so loaded and scored on this test split
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """A trial scored on the test split, and what registering it needs."""
-
-    keras_model: Any
-    vocabulary_json: str
-    probabilities: np.ndarray  # rows x classes
-    metrics: dict[str, float]
-
-
 @dataclass
 class PromotionResult:
     """What a promotion did: the version, the alias it holds, and the evaluation behind it."""
@@ -129,19 +91,11 @@ class PromotionResult:
     gate_metric: str  # what the gate compared: registry.gate_metric
     champion: Champion | None  # the alias holder it was compared with (None: there was none)
     gate: str  # why the alias went where it went
-    reference_test_accuracy: float | None = None  # the sweep's linear reference, on the same test split
+    reference: dict[str, float] | None = None  # the sweep's linear reference's metrics (search.reference)
 
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model_name}@{self.alias}"
-
-    def versus_reference(self) -> str:
-        if self.reference_test_accuracy is None:
-            return "linear reference: none in this sweep (search.reference: false)"
-        gap = self.test_metrics["test_accuracy"] - self.reference_test_accuracy
-        verdict = f"beats it by {gap:+.4f}" if gap > 0 else f"does not beat it ({gap:+.4f})"
-        return (f"linear reference (TF-IDF + logistic regression) test_accuracy {self.reference_test_accuracy:.4f}: "
-                f"this model {verdict}")
 
     def summary(self) -> str:
         metrics = ", ".join(
@@ -156,7 +110,7 @@ class PromotionResult:
                 f"({self.trial.objective} {self.trial.score:.4f}), on {self.test_rows} test rows: {metrics}",
                 f"{registered} {self.model_name!r} version {self.version} (trial run {self.trial.run_id})",
                 f"alias @{self.alias} (gate: {self.gate_metric}): {self.gate}",
-                self.versus_reference(),
+                versus_reference(self.reference, self.test_metrics["test_accuracy"], split="test", model="this model"),
                 f"serve: mlflow models serve -m {self.model_uri} --env-manager local --host 127.0.0.1 -p 5001",
                 f'try:   textsweep predict --model {self.model_uri} "some text"',
             ]
@@ -177,13 +131,12 @@ def find_sweep_run(client: MlflowClient, config: SweepConfig, sweep_run_id: str 
             "or set MLFLOW_TRACKING_URI to the store it used"
         )
     if sweep_run_id is not None:
-        try:
-            run = client.get_run(sweep_run_id)
-        except MlflowException:
+        run = find_run(client, sweep_run_id)  # any other MLflow error (the store, the server) is raised as it is
+        if run is None:
             raise RegistryError(
                 f"{option('sweep_run_id', sweep_run_id)}: no such run in {store}; leave it out to take the "
                 f"latest finished sweep of experiment {config.name!r}"
-            ) from None
+            )
         if run.info.experiment_id != experiment.experiment_id or run.data.tags.get(TAG_KIND) != "sweep":
             raise RegistryError(
                 f"{option('sweep_run_id', sweep_run_id)} is not a sweep run of experiment {config.name!r} "
@@ -249,7 +202,7 @@ def alias_holder(client: MlflowClient, model_name: str, alias: str) -> str | Non
         raise
 
 
-# ---------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------- the trial's model, and the gate
 
 
 def trial_keras_model(trial: TrialChoice) -> Any:
@@ -271,21 +224,19 @@ def trial_keras_model(trial: TrialChoice) -> Any:
 
 def trial_vocabulary(trial: TrialChoice) -> str:
     """The trial's tokenizer JSON (word vocabulary or subword pieces): capped at its max_features, with its maxlen."""
+    # Runs from before the subword tokenizer have no `tokenizer` param: they are word runs.
+    kind = mlflow.get_run(trial.run_id).data.params.get("tokenizer", "word")
+    path = TOKENIZER_FILES.get(kind, TOKENIZER_FILE)
     try:
-        # Runs from before the subword tokenizer have no `tokenizer` param: they are word runs.
-        kind = mlflow.get_run(trial.run_id).data.params.get("tokenizer", "word")
-        path = TOKENIZER_FILES.get(kind, TOKENIZER_FILE)
         return mlflow.artifacts.load_text(f"runs:/{trial.run_id}/{path}")
-    except (MlflowException, OSError):
+    except MlflowException as exc:
+        # A runs:/ download that finds nothing says RESOURCE_DOES_NOT_EXIST; other errors are not "no artifact".
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
         raise RegistryError(
             f"trial run {trial.run_id} (trial {trial.trial_id}) has no tokenizer artifact under tokenizer/; it cannot "
             f"be promoted. Re-run the sweep with {option('restart', True)}, or pass another {option('sweep_run_id')}"
         ) from None
-
-
-def metric_tag(name: str) -> str:
-    """The version tag holding a test metric, e.g. `textsweep.test_accuracy`."""
-    return f"textsweep.{name}"
 
 
 def recorded_metrics(version: ModelVersion, gate_metric: str) -> dict[str, float]:
@@ -302,80 +253,6 @@ def recorded_metrics(version: ModelVersion, gate_metric: str) -> dict[str, float
             "registry.gate_metric, or delete that version and promote again"
         )
     return metrics
-
-
-def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
-    """The most probable class of each row; binary: 1 when P(1) > 0.5, as serving and Keras decide."""
-    return np.argmax(probabilities, axis=1)  # a 0.5/0.5 tie goes to class 0, as P(1) > 0.5 does
-
-
-def evaluation_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """Test metrics from true class indices and the class-probability matrix (rows x classes).
-
-    Any number of classes: `test_accuracy`, `test_f1_macro`, `test_precision_<i>` and
-    `test_recall_<i>` for class index i, and `test_roc_auc` (one-vs-rest, macro-averaged, for more
-    than two classes). Binary also keeps `test_precision`, `test_recall`, `test_f1` with class 1
-    positive, and its ROC AUC is P(1)'s.
-    """
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
-
-    classes = list(range(probabilities.shape[1]))
-    predicted = predicted_classes(probabilities)
-    precision, recall, _, _ = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
-    metrics = {
-        "test_accuracy": accuracy_score(labels, predicted),
-        "test_f1_macro": f1_score(labels, predicted, labels=classes, average="macro", zero_division=0),
-    }
-    if len(classes) == 2:
-        metrics |= {
-            "test_precision": precision[1],
-            "test_recall": recall[1],
-            "test_f1": f1_score(labels, predicted, zero_division=0),
-        }
-    metrics |= {f"test_precision_{i}": precision[i] for i in classes}
-    metrics |= {f"test_recall_{i}": recall[i] for i in classes}
-    if set(np.unique(labels)) == set(classes):  # stratified splits hold every class; AUC needs them all
-        metrics["test_roc_auc"] = (
-            roc_auc_score(labels, probabilities[:, 1])
-            if len(classes) == 2
-            else roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=classes)
-        )
-    return {name: float(value) for name, value in metrics.items()}
-
-
-def gate_score(metric: str, labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
-    """`registry.gate_metric` from labels alone: what a champion's served `label` column allows."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    if metric == "test_f1_macro":
-        return float(f1_score(labels, predicted, labels=list(range(classes)), average="macro", zero_division=0))
-    return float(accuracy_score(labels, predicted))
-
-
-def confusion_matrix_figure(labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[Any], title: str) -> Any:
-    """An n x n confusion matrix, rows the true classes, ticks the class names."""
-    # plots.confusion_matrix draws classes 0 and 1 only; this one belongs there once plots.py takes n classes.
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    size = max(4.5, 0.6 * len(class_names) + 2)
-    figure = Figure(figsize=(size, size - 0.5), layout="constrained")
-    ConfusionMatrixDisplay.from_predictions(
-        labels, predicted, labels=list(range(len(class_names))), display_labels=[str(c) for c in class_names],
-        cmap="Blues", colorbar=False, xticks_rotation="vertical" if len(class_names) > 4 else "horizontal",
-        ax=figure.subplots(),
-    )
-    figure.axes[0].set_title(title)
-    return figure
-
-
-def evaluate_trial(trial: TrialChoice, data: PreparedData) -> Evaluation:
-    """The trial's Keras model and vocabulary, scored on the raw test texts as they will be served."""
-    keras_model = trial_keras_model(trial)
-    vocabulary_json = trial_vocabulary(trial)
-    # Raw test texts through the serving code: what is measured is what will be served.
-    probabilities = serving.class_probabilities(keras_model, load_tokenizer(vocabulary_json), data.test.texts)
-    return Evaluation(keras_model, vocabulary_json, probabilities, evaluation_metrics(data.test.labels, probabilities))
 
 
 def champion_on_split(
@@ -416,17 +293,17 @@ def gate_outcome(metric: str, candidate: float, champion: Champion | None) -> tu
 # ---------------------------------------------------------------- registration
 
 
-def log_pyfunc_model(keras_model: Any, vocabulary_json: str, workdir: Path) -> Any:
+def log_pyfunc_model(keras_model: Any, tokenizer_json: str, workdir: Path) -> Any:
     """Log the trial as the served pyfunc model (serving.py, from code) in the trial's run."""
     import textsweep
 
     keras_path = workdir / "model.keras"
     keras_model.save(keras_path)
-    tokenizer = load_tokenizer(vocabulary_json)
+    tokenizer = load_tokenizer(tokenizer_json)
     # A word vocabulary keeps the artifact name every earlier version has; subword pieces get their own.
     artifact = serving.VOCABULARY_ARTIFACT if isinstance(tokenizer, Vocabulary) else serving.SUBWORD_ARTIFACT
     tokenizer_path = workdir / f"{artifact}.json"
-    tokenizer_path.write_text(vocabulary_json, encoding="utf-8")
+    tokenizer_path.write_text(tokenizer_json, encoding="utf-8")
     return mlflow.pyfunc.log_model(
         name=PYFUNC_MODEL_NAME,
         python_model=serving.__file__,  # a model from code: MLflow runs the file, nothing is pickled
@@ -453,17 +330,15 @@ def log_and_register(
     client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, evaluation: Evaluation
 ) -> ModelVersion:
     """Log the test evaluation and the pyfunc model to the trial's run, then register a version."""
-    labels, probabilities, metrics = data.test.labels, evaluation.probabilities, evaluation.metrics
+    labels, metrics = data.test.labels, evaluation.metrics
     title = f"trial {trial.trial_id}: test split ({len(labels)} rows)"
-    figures = {"test_confusion_matrix.png": confusion_matrix_figure(labels, predicted_classes(probabilities), data.classes, title)}
-    if probabilities.shape[1] == 2:
-        figures["test_roc_curve.png"] = plots.roc_curve(labels, probabilities[:, 1], title)
+    figures = evaluation_figures(labels, evaluation.probabilities, data.classes, title)
     trained_until = client.get_run(trial.run_id).info.end_time
     with tempfile.TemporaryDirectory() as workdir, mlflow.start_run(run_id=trial.run_id):
         mlflow.log_metrics(metrics)
         for artifact, figure in figures.items():
             mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 80})
-        model_info = log_pyfunc_model(evaluation.keras_model, evaluation.vocabulary_json, Path(workdir))
+        model_info = log_pyfunc_model(evaluation.keras_model, evaluation.tokenizer_json, Path(workdir))
     # Reopening the run moved its end to now; keep the trial's own duration in the UI.
     client.set_terminated(trial.run_id, "FINISHED", end_time=trained_until)
     try:
@@ -472,10 +347,7 @@ def log_and_register(
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     return client.create_model_version(
-        config.model_name,
-        source=model_info.model_uri,
-        run_id=trial.run_id,
-        model_id=model_info.model_id,
+        config.model_name, source=model_info.model_uri, run_id=trial.run_id, model_id=model_info.model_id,
         tags=version_tags(trial, data, metrics),
         description=(
             f"Trial {trial.trial_id} of sweep run {trial.sweep_run_id} (experiment {config.name!r}): "
@@ -485,20 +357,17 @@ def log_and_register(
     )
 
 
-# Two promotes at once must leave one version per trial and one holder per alias; without care
-# both find the trial unregistered, both register it, and the later gate puts @challenger on the
-# champion's own trial. Two layers:
-# - The registry itself is the referee, so this holds for a tracking server that other hosts
-#   share: `register_once` re-reads the trial's versions after creating one and keeps the oldest,
-#   deleting its own duplicate (the store numbers versions in commit order, so every racer keeps
-#   the same one); `register_and_gate` re-reads the alias holder after registering and leaves a
-#   version that already holds the alias alone; alias moves are idempotent. MLflow has no
-#   compare-and-set on aliases, so on a server two *different* trials promoted at the same instant
-#   can both be compared with the same old champion, and the alias ends on the last writer's.
+# Two promotes at once must leave one version per trial and one holder per alias (else both
+# register the trial, and the later gate puts @challenger on the champion's own trial). Two layers:
+# - The registry is the referee, which holds on a shared tracking server: `register_once` keeps the
+#   trial's oldest version and deletes its own duplicate (versions are numbered in commit order,
+#   so every racer keeps the same one); `register_and_gate` re-reads the alias holder after
+#   registering and leaves a version that already holds the alias alone. MLflow has no
+#   compare-and-set on aliases: two *different* trials promoted at the same instant on a server
+#   may both be compared with the old champion, and the last writer's alias stays.
 # - On a local SQLite store (the default) `promotion_lock` runs promotions one at a time, so the
-#   second finds the first's version and gate, exactly as if run after it. fcntl.flock is
-#   released by the OS when the process ends, however it ends: a crash never leaves the store
-#   locked. A file lock means nothing to a server reached from several hosts, hence the first layer.
+#   second sees the first's version and gate. The OS releases fcntl.flock when the process ends,
+#   however it ends; a file lock means nothing to a server reached from several hosts.
 
 
 @contextlib.contextmanager
@@ -555,10 +424,11 @@ def apply_gate(
     return held
 
 
-def promote(config: SweepConfig, sweep_run_id: str | None = None, data: PreparedData | None = None) -> PromotionResult:
-    """Evaluate the sweep's best trial on the test split, register it, and gate the alias.
+def promote_if_better(config: SweepConfig, sweep_run_id: str | None = None, data: PreparedData | None = None) -> PromotionResult:
+    """Evaluate the sweep's best trial on the test split, register it once, and give it the alias if it
+    beats the champion (`challenger` if not).
 
-    `data`: the sweep's data prepared from a DataFrame (jobs.promote), instead of `data.source`.
+    `data`: the sweep's data prepared from a DataFrame (api.promote), instead of `data.source`.
     """
     client = connect(create=False)  # an empty folder has nothing to promote: no store is created there
     sweep = find_sweep_run(client, config, sweep_run_id)
@@ -567,9 +437,7 @@ def promote(config: SweepConfig, sweep_run_id: str | None = None, data: Prepared
     with promotion_lock(tracking_uri()):
         result = register_and_gate(client, config, trial, data)
     reference = reference_run(client, sweep.info.experiment_id, sweep.info.run_id)
-    if reference is not None:
-        result = dataclasses.replace(result, reference_test_accuracy=reference.data.metrics.get("test_accuracy"))
-    return result
+    return result if reference is None else dataclasses.replace(result, reference=dict(reference.data.metrics))
 
 
 def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData) -> PromotionResult:
@@ -577,7 +445,7 @@ def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialCho
     model_name, alias, metric = config.model_name, config.registry.alias, config.registry.gate_metric
     existing = registered_version(client, model_name, trial.run_id)
     # Promoted before: reuse its recorded evaluation. Otherwise score it as it will be served.
-    evaluation = evaluate_trial(trial, data) if existing is None else None
+    evaluation = evaluate(trial_keras_model(trial), trial_vocabulary(trial), data) if existing is None else None
     metrics = evaluation.metrics if evaluation is not None else recorded_metrics(existing, metric)
     holder = alias_holder(client, model_name, alias)
     checked = None if existing is None else str(existing.version)
@@ -598,18 +466,9 @@ def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialCho
         won, gate = gate_outcome(metric, metrics[metric], champion)
         held = apply_gate(client, model_name, version, alias, won, gate, champion)
     return PromotionResult(
-        model_name=model_name,
-        version=version,
-        alias=held,
-        won=held == alias,
-        created=created,
-        trial=trial,
-        data_fingerprint=data.fingerprint,
-        test_metrics=metrics,
-        test_rows=len(data.test.texts),
-        gate_metric=metric,
-        champion=champion,
-        gate=gate,
+        model_name=model_name, version=version, alias=held, won=held == alias, created=created, trial=trial,
+        data_fingerprint=data.fingerprint, test_metrics=metrics, test_rows=len(data.test.texts), gate_metric=metric,
+        champion=champion, gate=gate,
     )
 
 

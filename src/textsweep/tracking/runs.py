@@ -31,6 +31,7 @@ from textsweep.errors import SweepError
 from textsweep.tracking.queries import kill_running_trial_runs, leaderboard, no_finished_trial, time_budget_reason
 from textsweep.tracking.store import experiment_id
 from textsweep.tracking.tags import (
+    TAG_CPU, TAG_CPU_COUNT, TAG_DEVICE, TAG_GIT_COMMIT, TAG_GPU, TAG_GPU_COUNT, TAG_KERAS, TAG_TENSORFLOW,
     NOTE, TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_DEADLINE, TAG_FAILURE, TAG_KIND, TAG_LAUNCHER, TAG_ORACLE, TAG_RUN,
     TAG_STOPPED_BY, TAG_VERSION,
 )
@@ -110,17 +111,17 @@ def environment_tags() -> dict[str, str]:
 
     gpus = gpu_names()
     tags = {
-        "textsweep.device": gpus[0] if gpus else "CPU",
-        "textsweep.gpu_count": str(len(gpus)),
-        "textsweep.gpu": gpu_in_use() or "none",  # the machine's GPU index, as workers are pinned
-        "textsweep.cpu": platform.processor() or platform.machine(),
-        "textsweep.cpu_count": str(os.cpu_count()),
-        "textsweep.tensorflow_version": tf.__version__,
-        "textsweep.keras_version": keras.__version__,
+        TAG_DEVICE: gpus[0] if gpus else "CPU",
+        TAG_GPU_COUNT: str(len(gpus)),
+        TAG_GPU: gpu_in_use() or "none",  # the machine's GPU index, as workers are pinned
+        TAG_CPU: platform.processor() or platform.machine(),
+        TAG_CPU_COUNT: str(os.cpu_count()),
+        TAG_TENSORFLOW: tf.__version__,
+        TAG_KERAS: keras.__version__,
     }
     commit = get_git_commit(Path(__file__).resolve().parent)
     if commit:
-        tags["textsweep.git_commit"] = commit
+        tags[TAG_GIT_COMMIT] = commit
     return tags
 
 

@@ -20,6 +20,10 @@ TAG_STOPPED_BY = "textsweep.stopped_by"  # what ended the search: `budget` (max_
 TAG_ORACLE = "textsweep.oracle"  # a chief's oracle address, where its workers find the sweep run
 TAG_BEST_TRIAL, TAG_BEST_RUN = "textsweep.best_trial_id", "textsweep.best_run_id"  # on the sweep run
 NOTE = "mlflow.note.content"  # MLflow's run description
+# Where a run ran (runs.environment_tags): device, GPUs, CPU and library versions, the code's commit.
+TAG_DEVICE, TAG_GPU_COUNT, TAG_GPU = "textsweep.device", "textsweep.gpu_count", "textsweep.gpu"
+TAG_CPU, TAG_CPU_COUNT, TAG_GIT_COMMIT = "textsweep.cpu", "textsweep.cpu_count", "textsweep.git_commit"
+TAG_TENSORFLOW, TAG_KERAS = "textsweep.tensorflow_version", "textsweep.keras_version"
 
 # MLflow's own experiment tag: its UI opens a "custom model development" experiment on its runs,
 # not on the GenAI overview (traces, token usage) that MLflow 3.17 shows by default.
