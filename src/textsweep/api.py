@@ -23,7 +23,7 @@ import pandas as pd
 from textsweep import search, tracking
 from textsweep.config import SweepConfig, load_config, params_with, parse_config
 from textsweep.data import PreparedData, load_data, prepare
-from textsweep.errors import ConfigError, DataError, SweepError
+from textsweep.errors import ConfigError, DataError, RegistryError, SweepError
 from textsweep.reference import versus_reference  # noqa: F401 (the CLI prints it: cli.py reads api only)
 from textsweep.text import EncodedSplits, encode_splits
 from textsweep.tracking.tags import TAG_DEADLINE
@@ -130,9 +130,21 @@ class RawTextModel:
 def load_model(uri: str) -> RawTextModel:
     """A registered (or any logged) textsweep model as a raw-text classifier,
     e.g. `load_model("models:/imdb-sentiment@champion").predict(["a wonderful film"])`."""
-    from textsweep.registry import load_classifier
+    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    return RawTextModel(load_classifier(uri).predict, uri)
+    if uri.startswith(("models:", "runs:")):  # read from the store, which must exist; a path needs none
+        tracking.connect(create=False)
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        message = str(getattr(exc, "message", exc)).rstrip(".")
+        raise RegistryError(
+            f"cannot load model {uri!r} from {tracking.redact(tracking.tracking_uri())}: {message}. Check the name "
+            "and alias (textsweep promote registers models:/<registry.model_name>@<registry.alias>) and that "
+            "you run from the directory holding the store, or set MLFLOW_TRACKING_URI"
+        ) from None
+    return RawTextModel(model.predict, uri)
 
 
 def load_trial_model(experiment_id: str, run_id: str) -> RawTextModel:

@@ -470,27 +470,3 @@ def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialCho
         data_fingerprint=data.fingerprint, test_metrics=metrics, test_rows=len(data.test.texts), gate_metric=metric,
         champion=champion, gate=gate,
     )
-
-
-# ---------------------------------------------------------------- using a registered model
-
-
-def load_classifier(model_uri: str) -> Any:
-    """A registered (or any) textsweep pyfunc model, e.g. `models:/uz-sentiment@champion`."""
-    if model_uri.startswith(("models:", "runs:")):  # read from the store, which must exist; a path needs none
-        connect(create=False)
-    try:
-        return mlflow.pyfunc.load_model(model_uri)
-    except (MlflowException, OSError) as exc:
-        message = str(getattr(exc, "message", exc)).rstrip(".")
-        raise RegistryError(
-            f"cannot load model {model_uri!r} from {redact(tracking_uri())}: {message}. Check the name and "
-            "alias (textsweep promote registers models:/<registry.model_name>@<registry.alias>) and that "
-            "you run from the directory holding the store, or set MLFLOW_TRACKING_URI"
-        ) from None
-
-
-def predict_texts(model_uri: str, texts: list[str]) -> pd.DataFrame:
-    """Label and positive-class probability of each raw text, by a registered model."""
-    predictions = load_classifier(model_uri).predict(pd.DataFrame({"text": list(texts)}))
-    return pd.DataFrame({"text": list(texts), "label": predictions["label"], "probability": predictions["probability"]})
