@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from textsweep import serving
 from textsweep.data import PreparedData
-from textsweep.vocab import load_tokenizer
+from textsweep.text import load_tokenizer
 
 # What evaluation_metrics names (per class: _<class index>); each is also a version tag textsweep.<name>.
 TEST_METRIC = re.compile(r"test_(accuracy|f1_macro|precision|recall|f1|roc_auc|precision_\d+|recall_\d+)")
