@@ -1,4 +1,5 @@
-"""What every bench script shares: the data it measures on and a throw-away working directory."""
+"""What every bench script shares: the data it measures on, a throw-away working directory, and the
+untracked and tracked searches the benches time."""
 
 from __future__ import annotations
 
@@ -56,8 +57,25 @@ def untracked_trial_seconds(config, encoded, directory: Path) -> float:
     """Wall time of `config`'s KerasTuner search without MLflow: the baseline trial of the benches."""
     import time
 
-    from textsweep.tuning import build_tuner, fit_arguments
+    from textsweep.search.tuner import build_tuner, fit_arguments
 
     started = time.perf_counter()
     build_tuner(config, directory, overwrite=True).search(encoded, **fit_arguments(config))
     return time.perf_counter() - started
+
+
+def tracked_search(config, encoded, directory: Path, *, tracker_class=None, observers=()):
+    """`config`'s search tracked as `textsweep sweep` runs it in one process: a sweep run in the
+    active store, each trial a nested run (`tracking.MlflowTrialObserver`, or `tracker_class`, a
+    subclass of it), the quiet progress bar, then the bench's own `observers`. Returns the tuner."""
+    import mlflow
+
+    from textsweep.search import ProgressBar, run_search
+    from textsweep.tracking import MlflowTrialObserver, experiment_id
+
+    client = mlflow.MlflowClient()
+    experiment = experiment_id(client, config.name)
+    with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep") as sweep_run:
+        tracker = (tracker_class or MlflowTrialObserver)(client, experiment, sweep_run.info.run_id, encoded,
+                                                         config.search.objective)
+        return run_search(config, directory, encoded, [tracker, ProgressBar(quiet=True), *observers], overwrite=True)

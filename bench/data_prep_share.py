@@ -3,7 +3,7 @@
 The data is loaded, cleaned, split and encoded once per sweep; each trial then only caps word
 ids at its `max_features` and pads: `EncodedSplits.resolve_maxlen` and `EncodedSplits.dataset`
 (train and validation) in `model.fit_model`, plus the two `resolve_maxlen` calls of the MLflow
-trial mixin. That per-trial preparation is timed on its own (padded to maxlen and with length
+trial observer. That per-trial preparation is timed on its own (padded to maxlen and with length
 buckets; the dearer counts) and compared with the time of a whole untracked KerasTuner trial at
 seed A's defaults on its fast kernel (recurrent_dropout 0) for 2 epochs: a short trial, so the
 share is an upper bound for the 7-epoch trials of a real sweep. Preparation and trials
@@ -38,7 +38,7 @@ def prepare_trial_data(encoded, params, length_buckets: bool) -> None:
     encoded.dataset("train", params.max_features, maxlen, params.batch_size, shuffle=True, seed=params.seed,
                     length_buckets=length_buckets)
     encoded.dataset("val", params.max_features, maxlen, 512)
-    for _ in range(2):  # the trial mixin: run params at the start, vocabulary at the end
+    for _ in range(2):  # the MLflow trial observer: run params at the start, vocabulary at the end
         encoded.resolve_maxlen(params.max_features, params.maxlen)
 
 

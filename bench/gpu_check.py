@@ -66,7 +66,7 @@ def run_arm(name: str, smoke: bool, limit: int, epochs: int) -> dict:
 
     keras_tf_rnn._cudnn_lstm = observed_cudnn_lstm
 
-    from textsweep.jobs import prepare_data
+    from textsweep.api import prepare_data
     from textsweep.model import build_model, fit_model, lstm_kernel
 
     recurrent_dropout, use_cudnn, _ = ARMS[name]

@@ -1,12 +1,12 @@
 """Memory of a tracked 10-trial sweep: peak RSS, and RSS growth from trial 1 to trial 10.
 
-The sweep is textsweep's tracked KerasTuner search (the MLflow trial mixin: a nested run per
-trial with params, metrics, system metrics, tokenizer, logged model and figure) under one sweep
-run, in a fresh local store in a temporary directory (MLFLOW_TRACKING_URI unset). A small model
-on 3,000 Uzbek rows, 1 epoch per trial, random search over a small space so that every trial
-builds a different model. A tuner mixin reads the process's RSS (psutil) after each trial has
-been logged. Goal: flat, growth from trial 1 to the last < 5% (or < 50 MB). The ratio
-(RSS after the last trial / after trial 1) is printed last.
+The sweep is textsweep's tracked KerasTuner search (`search.run_search` with the MLflow trial
+observer: a nested run per trial with params, metrics, system metrics, tokenizer, logged model and
+figure) under one sweep run, in a fresh local store in a temporary directory (MLFLOW_TRACKING_URI
+unset). A small model on 3,000 Uzbek rows, 1 epoch per trial, random search over a small space so
+that every trial builds a different model. An observer after the MLflow one reads the process's
+RSS (psutil) at each trial's end, once the trial has been logged. Goal: flat, growth from trial 1
+to the last < 5% (or < 50 MB). The ratio (RSS after the last trial / after trial 1) is printed last.
 
     python bench/memory_growth.py              # 10 trials, tracked
     python bench/memory_growth.py --untracked  # the same without MLflow
@@ -23,7 +23,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchdata import data_source, scratch_directory  # noqa: E402
+from benchdata import data_source, scratch_directory, tracked_search  # noqa: E402
+from textsweep.events import TrialEnd, TrialObserver  # noqa: E402
+
 MB = 1024 * 1024
 
 
@@ -47,37 +49,31 @@ def sweep_config(trials: int, smoke: bool):
                          "search": {"algorithm": "random", "max_trials": trials, "space": space}})
 
 
-class RssAfterTrial:
-    """Tuner mixin: the process's resident memory after each trial, once it has been logged."""
+class RssAfterTrial(TrialObserver):
+    """The process's resident memory at each trial's end; placed after the MLflow observer, so
+    once the trial has been logged."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self):
         import psutil
 
         self._process = psutil.Process()
         self.rss_after_trial: list[int] = []
 
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
+    def trial_ends(self, event: TrialEnd) -> None:
         self.rss_after_trial.append(self._process.memory_info().rss)
-        print(f"trial {len(self.rss_after_trial):2d} ({trial.status}): RSS {self.rss_after_trial[-1] / MB:7.1f} MB", flush=True)
+        print(f"trial {len(self.rss_after_trial):2d} ({event.status}): RSS {self.rss_after_trial[-1] / MB:7.1f} MB", flush=True)
 
 
-def run_sweep(config, encoded, directory: Path, tracked: bool):
-    import mlflow
+def run_sweep(config, encoded, directory: Path, tracked: bool) -> list[int]:
+    """The RSS after each trial of the sweep."""
+    from textsweep.search.tuner import build_tuner, fit_arguments
 
-    from textsweep.jobs import search
-    from textsweep.tracking import TrialContext, experiment_id
-    from textsweep.tuning import build_tuner, fit_arguments
-
-    if not tracked:
-        tuner = build_tuner(config, directory, mixins=(RssAfterTrial,), overwrite=True)
-        tuner.search(encoded, **fit_arguments(config))
-        return tuner
-    experiment = experiment_id(mlflow.MlflowClient(), config.name)
-    with mlflow.start_run(experiment_id=experiment, run_name="bench-sweep") as sweep_run:
-        context = TrialContext(experiment, encoded, config.search.objective, sweep_run.info.run_id)
-        return search(config, directory, context, mixins=(RssAfterTrial,), overwrite=True)
+    rss = RssAfterTrial()
+    if tracked:
+        tracked_search(config, encoded, directory, observers=[rss])
+    else:
+        build_tuner(config, directory, observers=[rss], overwrite=True).search(encoded, **fit_arguments(config))
+    return rss.rss_after_trial
 
 
 def main() -> None:
@@ -89,14 +85,13 @@ def main() -> None:
     trials = 3 if args.smoke else args.trials
 
     workdir = scratch_directory(use_as_store=True)
-    from textsweep.jobs import prepare_data
+    from textsweep.api import prepare_data
     from textsweep.tracking import connect
 
     connect()
     config = sweep_config(trials, args.smoke)
     _, encoded = prepare_data(config)
-    tuner = run_sweep(config, encoded, workdir / "tuner", tracked=not args.untracked)
-    rss = tuner.rss_after_trial
+    rss = run_sweep(config, encoded, workdir / "tuner", tracked=not args.untracked)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
     growth = rss[-1] - rss[0]
     print(f"data: {config.data.source}, {len(encoded.labels['train'])} training rows; {len(rss)} trials, "

@@ -8,8 +8,8 @@ The search space is `sweeps/uz.yaml`'s, reduced to fit a few minutes on 2 CPU co
 - recurrent_dropout fixed at 0 (the fused kernel), and length-bucketed training batches
   (`length_buckets: true`), both in every arm, to make trials cheaper.
 The target is the best validation accuracy of seed A's defaults trained once in the same setting
-(seed A's recurrent_dropout 0.2 included). Each search runs textsweep's `tuning.build_tuner`
-(untracked); a tuner mixin records, at the end of each trial, the wall time since the search
+(seed A's recurrent_dropout 0.2 included). Each search runs textsweep's `search.build_tuner`
+(untracked); an observer records, at the end of each trial, the wall time since the search
 started and stops the search at the first trial whose score reaches the target, or once the
 search has used its time cap (then the time to target is censored at the time used). Random and
 Hyperband alternate over tuner seeds; medians are compared. Goal: Hyperband / random <= 0.5.
@@ -33,6 +33,8 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchdata import data_source, scratch_directory  # noqa: E402
+from textsweep.events import SearchStart, TrialEnd, TrialObserver  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,26 +59,27 @@ def sweep_config(algorithm: str, smoke: bool):
     return parse_config(raw, source="sweeps/uz.yaml (reduced for the bench)")
 
 
-class TimeToTarget:
-    """Tuner mixin: wall time until a trial first reaches `target`; stops the search there or at `cap_s`."""
+class TimeToTarget(TrialObserver):
+    """Wall time from the search's start until a trial first reaches `target`; stops the search
+    there or at `cap_s`, through `oracle` (the tuner's)."""
 
-    def __init__(self, *args, target: float, cap_s: float, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.target, self.cap_s = target, cap_s
-        self.started = time.perf_counter()
+    def __init__(self, oracle, target: float, cap_s: float):
+        self.oracle, self.target, self.cap_s = oracle, target, cap_s
         self.time_to_target: float | None = None
         self.trials_run = 0
 
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
+    def search_begins(self, event: SearchStart) -> None:
+        self.started = time.perf_counter()
+
+    def trial_ends(self, event: TrialEnd) -> None:
         self.trials_run += 1
-        elapsed = time.perf_counter() - self.started
-        score = self.oracle.get_trial(trial.trial_id).score
-        if score is not None and score >= self.target and self.time_to_target is None:
-            self.time_to_target = elapsed
-        if self.time_to_target is not None or elapsed >= self.cap_s:
-            self.oracle.max_trials = len(self.oracle.trials)  # the oracle stops at its budget
-        self.elapsed = elapsed
+        self.elapsed = time.perf_counter() - self.started
+        reached = event.status == "COMPLETED" and event.score is not None and event.score >= self.target
+        if reached and self.time_to_target is None:
+            self.time_to_target = self.elapsed
+        if self.time_to_target is not None or self.elapsed >= self.cap_s:
+            # The oracle stops at its budget; this trial is already among its trials.
+            self.oracle.max_trials = len(self.oracle.trials)
 
 
 def seed_a_target(config, encoded) -> float:
@@ -89,13 +92,16 @@ def seed_a_target(config, encoded) -> float:
 
 
 def search(config, tuner_seed: int, encoded, directory: Path, target: float, cap_s: float):
-    from textsweep.tuning import build_tuner, fit_arguments
+    """One untracked search; returns the tuner and its TimeToTarget observer."""
+    from textsweep.search.tuner import build_tuner, fit_arguments
 
-    tuner = build_tuner(config, directory, mixins=(TimeToTarget,), overwrite=True, target=target, cap_s=cap_s)
+    tuner = build_tuner(config, directory, overwrite=True)
     # textsweep seeds the tuner with data.seed; reseed only the oracle, so the data split stays.
     tuner.oracle.seed = tuner.oracle._seed_state = tuner_seed
+    watch = TimeToTarget(tuner.oracle, target, cap_s)
+    tuner.observers.append(watch)
     tuner.search(encoded, **fit_arguments(config))
-    return tuner
+    return tuner, watch
 
 
 def main() -> None:
@@ -121,13 +127,13 @@ def main() -> None:
     for seed in seeds:
         for algorithm in ("random", "hyperband"):
             config = sweep_config(algorithm, args.smoke)
-            tuner = search(config, seed, encoded, workdir / f"{algorithm}{seed}", target, cap_s)
-            reached = tuner.time_to_target is not None
-            seconds[algorithm].append(tuner.time_to_target if reached else tuner.elapsed)
+            tuner, watch = search(config, seed, encoded, workdir / f"{algorithm}{seed}", target, cap_s)
+            reached = watch.time_to_target is not None
+            seconds[algorithm].append(watch.time_to_target if reached else watch.elapsed)
             print(f"seed {seed} {algorithm:9}: "
-                  + (f"reached the target in {tuner.time_to_target:6.1f} s" if reached
-                     else f"did NOT reach the target in {tuner.elapsed:6.1f} s (censored)")
-                  + f", {tuner.trials_run} trials, best {tuner.oracle.get_best_trials(1)[0].score:.4f}", flush=True)
+                  + (f"reached the target in {watch.time_to_target:6.1f} s" if reached
+                     else f"did NOT reach the target in {watch.elapsed:6.1f} s (censored)")
+                  + f", {watch.trials_run} trials, best {tuner.oracle.get_best_trials(1)[0].score:.4f}", flush=True)
     random_s, hyperband_s = statistics.median(seconds["random"]), statistics.median(seconds["hyperband"])
     print(f"data: {config.data.source}, {len(encoded.labels['train'])} training rows; space: uz.yaml without "
           f"recurrent_dropout; {config.defaults.epochs} epochs; cap {cap_s:.0f} s per search; tuner seeds {seeds}")
