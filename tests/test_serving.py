@@ -20,7 +20,6 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
-from conftest import BIN, http_server, use_own_store, review_rows, write_sweep_file
 from textsweep import serving
 from textsweep.config import DataConfig, TrainingParams, load_config
 from textsweep.data import prepare
@@ -284,7 +283,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Served:
+def served(tmp_path_factory, use_own_store, review_rows, write_sweep_file) -> Served:
     """One tiny sweep (1 trial) promoted to `rt-served@champion` in a store of its own."""
     directory = tmp_path_factory.mktemp("serving")
     with pytest.MonkeyPatch.context() as patch:
@@ -336,12 +335,9 @@ def test_loaded_model_labels_raw_text_including_the_empty_string(served):
 
 
 @pytest.fixture(scope="module")
-def server(served):
+def server(served, model_server):
     """`mlflow models serve` of the champion, as a user starts it (uvicorn from the venv's bin)."""
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": served.tracking_uri}
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
-               "--host", "127.0.0.1", "-p", "{port}"]
-    with http_server(command, cwd=served.directory, env=environment, ready_path="/ping", log=served.directory / "serve.log") as url:
+    with model_server(CHAMPION, served.tracking_uri, served.directory) as url:
         yield url
 
 

@@ -16,8 +16,6 @@ from textsweep import tracking
 from textsweep.config import parse_config
 from textsweep.errors import TrackingError
 
-from conftest import use_own_store
-
 
 def test_redact_hides_credentials_and_keeps_the_rest():
     assert tracking.redact("postgresql://alice:s3cret@db.example:5432/mlflow") == "postgresql://***@db.example:5432/mlflow"
@@ -30,7 +28,7 @@ def test_the_default_store_is_an_absolute_sqlite_file_under_mlruns(store):
     assert (store / "mlruns" / "mlflow.db").is_file() and client.search_experiments()
 
 
-def test_experiments_are_model_training_experiments_also_those_made_before(tmp_path, monkeypatch):
+def test_experiments_are_model_training_experiments_also_those_made_before(tmp_path, monkeypatch, use_own_store):
     uri = use_own_store(monkeypatch, tmp_path)
     client = tracking.connect()
     made_before = MlflowClient(uri).create_experiment("older")  # as textsweep 0.1 created them: untagged
@@ -41,7 +39,7 @@ def test_experiments_are_model_training_experiments_also_those_made_before(tmp_p
     assert client.get_experiment(new).artifact_location == (tmp_path / "mlruns" / "artifacts" / "newer").as_uri()
 
 
-def test_a_deleted_experiment_is_refused_with_the_fix(tmp_path, monkeypatch):
+def test_a_deleted_experiment_is_refused_with_the_fix(tmp_path, monkeypatch, use_own_store):
     use_own_store(monkeypatch, tmp_path)
     client = tracking.connect()
     client.delete_experiment(tracking.experiment_id(client, "gone"))
@@ -49,7 +47,7 @@ def test_a_deleted_experiment_is_refused_with_the_fix(tmp_path, monkeypatch):
         tracking.experiment_id(client, "gone")
 
 
-def test_job_run_ends_finished_failed_or_killed(tmp_path, monkeypatch):
+def test_job_run_ends_finished_failed_or_killed(tmp_path, monkeypatch, use_own_store):
     use_own_store(monkeypatch, tmp_path)
     client = tracking.connect()
     config = parse_config({"name": "jobs"})
@@ -84,7 +82,7 @@ def fake_sweep_with_trials(client: MlflowClient, experiment: str) -> str:
 
 
 @pytest.fixture
-def fake_sweep(tmp_path, monkeypatch) -> tuple[MlflowClient, str, str]:
+def fake_sweep(tmp_path, monkeypatch, use_own_store) -> tuple[MlflowClient, str, str]:
     """A store of its own holding experiment `board` with one fake sweep: (client, experiment id, sweep run id)."""
     use_own_store(monkeypatch, tmp_path)
     client = tracking.connect()
@@ -129,7 +127,7 @@ def test_two_processes_creating_one_new_store_at_once_both_succeed(tmp_path):
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, found by all three
 
 
-def test_tuner_state_lives_beside_a_sqlite_store(tmp_path, monkeypatch):
+def test_tuner_state_lives_beside_a_sqlite_store(tmp_path, monkeypatch, use_own_store):
     use_own_store(monkeypatch, tmp_path)
     assert tracking.tuner_directory("my sweep/1") == tmp_path / "mlruns" / "tuner" / "my_sweep_1"
     assert tracking.tuner_directory("my sweep/1", tmp_path / "sweeps" / "a.yaml") == tmp_path / "mlruns" / "tuner" / "my_sweep_1"
