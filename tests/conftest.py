@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib.resources
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -108,6 +109,25 @@ def review_rows_fixture():
 def write_sweep_file_fixture():
     """`write_sweep_file(path, *, name, source, **sections)`: a tiny sweep file."""
     return write_sweep_file
+
+
+@pytest.fixture(scope="session")
+def russian_reviews():
+    """`russian_reviews(adjectives, nouns, endings, per_class, seed=0)`: short Russian reviews built
+    in code, labelled with strings: for each label of `adjectives`, `per_class` texts of a noun and
+    two of the label's adjectives ("Отличный фильм, очень яркий!")."""
+
+    def reviews(adjectives: dict[str, list[str]], nouns: list[str], endings: list[str], per_class: int, seed: int = 0):
+        rng = random.Random(seed)
+        rows = []
+        for label, words in adjectives.items():
+            for _ in range(per_class):
+                first, second = rng.sample(words, 2)
+                rows.append({"text": f"{first.capitalize()} {rng.choice(nouns)}, очень {second}{rng.choice(endings)}",
+                             "label": label})
+        return pd.DataFrame(rows)
+
+    return reviews
 
 
 @pytest.fixture

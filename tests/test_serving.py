@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -208,23 +207,12 @@ RUSSIAN = {
 NOUNS = ["фильм", "сериал", "сюжет", "актёр", "финал", "спектакль", "роман", "мультфильм"]
 
 
-def russian_reviews(per_class: int, seed: int = 0) -> pd.DataFrame:
-    rng = random.Random(seed)
-    rows = []
-    for label, adjectives in RUSSIAN.items():
-        for _ in range(per_class):
-            first, second = rng.sample(adjectives, 2)
-            text = f"{first.capitalize()} {rng.choice(NOUNS)}, очень {second}{rng.choice(['!', '.', '!!!', ' :)'])}"
-            rows.append({"text": text, "label": label})
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture(scope="module")
-def russian_model():
+def russian_model(russian_reviews):
     """A tiny 3-class model trained in process on Russian texts with string labels (default cleaning)."""
     from textsweep.model import build_model
 
-    prepared = prepare(russian_reviews(60), DataConfig(source="russian", test_size=0.2, val_size=0.1))
+    prepared = prepare(russian_reviews(RUSSIAN, NOUNS, ["!", ".", "!!!", " :)"], 60), DataConfig(source="russian", test_size=0.2, val_size=0.1))
     encoded = encode_splits(prepared)
     params = TrainingParams(max_features=encoded.vocabulary.size, embed_dim=8, lstm_out=8, spatial_dropout=0,
                             dropout=0, recurrent_dropout=0, learning_rate=0.02, batch_size=16, seed=3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import mlflow
 import pandas as pd
@@ -27,18 +26,7 @@ def source_by_polarity(table: pd.DataFrame, per_class: int, seed: int = 0) -> pd
 POSITIVE = ["отличный", "прекрасный", "чудесный", "великолепный", "замечательный", "хороший", "добрый", "яркий"]
 NEGATIVE = ["ужасный", "скучный", "плохой", "отвратительный", "слабый", "провальный", "нудный", "глупый"]
 NOUNS = ["фильм", "сериал", "сюжет", "актёр", "финал", "спектакль", "роман", "мультфильм", "концерт", "альбом"]
-
-
-def russian_reviews(per_class: int, seed: int = 0) -> pd.DataFrame:
-    """Short Russian reviews, positive or negative, words varied, labelled with strings."""
-    rng = random.Random(seed)
-    rows = []
-    for label, adjectives in (("positive", POSITIVE), ("negative", NEGATIVE)):
-        for _ in range(per_class):
-            first, second = rng.sample(adjectives, 2)
-            text = f"{first.capitalize()} {rng.choice(NOUNS)}, очень {second}{rng.choice(['!', '.', '!!!', ' :)', '…'])}"
-            rows.append({"text": text, "label": label})
-    return pd.DataFrame(rows)
+ENDINGS = ["!", ".", "!!!", " :)", "…"]
 
 
 TINY_DEFAULTS = {"max_features": 1000, "embed_dim": 8, "lstm_out": 8, "spatial_dropout": 0.0, "dropout": 0.0,
@@ -77,9 +65,9 @@ def test_four_string_classes_sweep_promote_and_serve_their_labels(
     assert predictions["probability"].tolist() == pytest.approx(predictions[probabilities].max(axis=1).tolist())
 
 
-def test_cyrillic_texts_train_with_the_default_cleaning(store, write_sweep_file, mlflow_run, runs_of):
+def test_cyrillic_texts_train_with_the_default_cleaning(store, write_sweep_file, mlflow_run, runs_of, russian_reviews):
     data = store / "russian.csv"
-    russian_reviews(80).to_csv(data, index=False)
+    russian_reviews({"positive": POSITIVE, "negative": NEGATIVE}, NOUNS, ENDINGS, 80).to_csv(data, index=False)
     config = write_sweep_file(store / "russian.yaml", name="russian-e2e", source=str(data),
                               data={"source": str(data), "seed": 3}, defaults=TINY_DEFAULTS | {"epochs": 3})
     assert "cleaning" not in yaml.safe_load(config.read_text())["data"]
