@@ -24,7 +24,6 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from conftest import review_rows
 from textsweep.config import DataConfig, TrainingParams
 from textsweep.data import prepare
 from textsweep.layers import keep_legacy_lstms_off_cudnn, lstm_layers
@@ -66,16 +65,17 @@ def cudnn_branch(monkeypatch) -> CudnnBranch:
     return record
 
 
-def texts_with_unknown_words(n: int = 400) -> pd.DataFrame:
-    """Real reviews, plus rows made only of words no vocabulary of 60 keeps: fully masked rows."""
-    frame = review_rows(n, seed=5)
+@pytest.fixture
+def texts_with_unknown_words(review_rows) -> pd.DataFrame:
+    """400 real reviews, plus rows made only of words no vocabulary of 60 keeps: fully masked rows."""
+    frame = review_rows(400, seed=5)
     rare = pd.DataFrame({"text": [f"qq{i}zz xx{i}yy" for i in range(40)], "label": [i % 2 for i in range(40)]})
     return pd.concat([frame, rare], ignore_index=True)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_training_validation_test_reload_and_serving_feed_cudnn_what_it_accepts(cudnn_branch, tmp_path, bidirectional):
-    data = prepare(texts_with_unknown_words(), DataConfig(source="mem"))
+def test_training_validation_test_reload_and_serving_feed_cudnn_what_it_accepts(cudnn_branch, tmp_path, bidirectional, texts_with_unknown_words):
+    data = prepare(texts_with_unknown_words, DataConfig(source="mem"))
     encoded = encode_splits(data)
     params = TrainingParams(**TINY, bidirectional=bidirectional)
     maxlen = encoded.maxlen_for(params)
@@ -199,7 +199,7 @@ class OutOfMemoryInOneTrial(keras.callbacks.Callback):
 
 
 @pytest.mark.e2e
-def test_a_sweep_logs_the_kernel_each_trial_ran_on_and_an_out_of_memory_trial_fails_alone(store, cudnn_branch):
+def test_a_sweep_logs_the_kernel_each_trial_ran_on_and_an_out_of_memory_trial_fails_alone(store, cudnn_branch, texts_with_unknown_words):
     import textsweep
 
     config = {
@@ -210,7 +210,7 @@ def test_a_sweep_logs_the_kernel_each_trial_ran_on_and_an_out_of_memory_trial_fa
                    "space": {"recurrent_dropout": {"values": [0.0, 0.1, 0.2]}}},
         "registry": {"model_name": "gpu-path"},
     }
-    result = textsweep.sweep(config, data=texts_with_unknown_words(), quiet=True, callbacks=[OutOfMemoryInOneTrial()])
+    result = textsweep.sweep(config, data=texts_with_unknown_words, quiet=True, callbacks=[OutOfMemoryInOneTrial()])
     client = MlflowClient()
     runs = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.sweep_run_id}'")
     by_dropout = {float(run.data.params["recurrent_dropout"]): run for run in runs}

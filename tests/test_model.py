@@ -82,7 +82,7 @@ def test_default_params_bucket_and_mask_and_false_is_seed_a_unmasked():
     assert masked.count_params() == seed_a.count_params() == 511_194  # a mask adds no weights
 
 
-def test_a_texts_probabilities_do_not_depend_on_how_far_it_is_padded():
+def test_a_texts_probabilities_do_not_depend_on_how_far_it_is_padded(review_rows):
     """Alone padded to its own length (a length bucket), or among longer texts padded to maxlen
     (validation, test), or through serving: the same probabilities, for the default params."""
     from textsweep.config import DataConfig
@@ -90,7 +90,6 @@ def test_a_texts_probabilities_do_not_depend_on_how_far_it_is_padded():
     from textsweep.model import fit_model
     from textsweep.serving import class_probabilities
     from textsweep.text import cap_ids, encode_splits, pad
-    from conftest import review_rows
 
     data = prepare(review_rows(600), DataConfig(source="mem"))
     encoded = encode_splits(data)

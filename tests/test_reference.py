@@ -6,10 +6,9 @@ import pandas as pd
 from textsweep.config import DataConfig
 from textsweep.data import prepare
 from textsweep.reference import REFERENCE_SETTINGS, fit_reference
-from conftest import review_rows
 
 
-def test_reference_beats_chance_on_real_reviews():
+def test_reference_beats_chance_on_real_reviews(review_rows):
     data = prepare(review_rows(4000), DataConfig(source="mem"))
     result = fit_reference(data)
     # Balanced Rotten Tomatoes snippets, ~2,300 training texts: chance is ~0.5, the reference reaches ~0.73.
@@ -46,7 +45,7 @@ def test_reference_fits_three_classes():
     assert set(result.predict(["a great word1 word2", "an okay word3", "dull word4 word5"])) == {0, 1, 2}
 
 
-def test_reference_is_deterministic():
+def test_reference_is_deterministic(review_rows):
     data = prepare(review_rows(400, seed=1), DataConfig(source="mem"))
     first, second = fit_reference(data), fit_reference(data)
     assert (first.val_accuracy, first.test_accuracy, first.test_f1_macro) == (
@@ -57,7 +56,7 @@ def test_reference_is_deterministic():
     assert np.array_equal(first.pipeline.predict_proba(data.val.texts), second.pipeline.predict_proba(data.val.texts))
 
 
-def test_reference_keeps_word_features_where_words_repeat():
+def test_reference_keeps_word_features_where_words_repeat(review_rows):
     result = fit_reference(prepare(review_rows(400, seed=1), DataConfig(source="mem")))
     assert result.params["features"] == "word+char" and "word_features" not in result.params
 

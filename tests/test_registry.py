@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +13,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, review_rows, use_own_store, write_sweep_file
 from textsweep import cli
 from textsweep.config import SweepConfig, load_config
 from textsweep.data import load_data
@@ -42,7 +39,7 @@ GOOD = {"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "e
 HOPELESS = GOOD | {"max_features": 2, "embed_dim": 1, "lstm_out": 1, "epochs": 1, "learning_rate": 1e-5}
 
 
-def sweep_file(directory: Path, name: str, defaults: dict, *, trials: int, data_seed: int = 42) -> Path:
+def sweep_file(write_sweep_file, directory: Path, name: str, defaults: dict, *, trials: int, data_seed: int = 42) -> Path:
     return write_sweep_file(
         directory / f"{name}.yaml",
         name=name,
@@ -66,7 +63,7 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Registry:
+def registry(tmp_path_factory, review_rows, use_own_store, write_sweep_file) -> Registry:
     """Three tiny sweeps in one store (about 30 s): the good one, a hopeless one, one on another split."""
     directory = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as patch:
@@ -75,12 +72,12 @@ def registry(tmp_path_factory) -> Registry:
         # (~0.98 test accuracy), so the good and the hopeless model are far apart on every machine.
         site = pd.concat([review_rows(200, source="imdb").assign(label=1), review_rows(200).assign(label=0)])
         site.sample(frac=1, random_state=0).to_csv(directory / "reviews.csv", index=False)
-        good_file = sweep_file(directory, "rt-good", GOOD, trials=2)
+        good_file = sweep_file(write_sweep_file, directory, "rt-good", GOOD, trials=2)
         good = load_config(good_file)
         sweep = run_sweep(good, quiet=True)
-        hopeless = load_config(sweep_file(directory, "rt-hopeless", HOPELESS, trials=1))
+        hopeless = load_config(sweep_file(write_sweep_file, directory, "rt-hopeless", HOPELESS, trials=1))
         run_sweep(hopeless, quiet=True)
-        other_split = load_config(sweep_file(directory, "rt-other-split", HOPELESS, trials=1, data_seed=7))
+        other_split = load_config(sweep_file(write_sweep_file, directory, "rt-other-split", HOPELESS, trials=1, data_seed=7))
         run_sweep(other_split, quiet=True)
         best_run_id = sweep.leaderboard.iloc[0]["run_id"]
         ended = MlflowClient().get_run(best_run_id).info.end_time
@@ -324,14 +321,10 @@ def race_file(registry: Registry, source: SweepConfig, model_name: str) -> Path:
     return path
 
 
-def promote_twice_at_once(sweep_file: Path) -> list[tuple[int, str, str]]:
+def promote_twice_at_once(start_textsweep, sweep_file: Path) -> list[tuple[int, str, str]]:
     """Two real `textsweep promote` processes on one store, started together: (rc, stdout, stderr) each."""
-    command = [str(BIN / "textsweep"), "promote", "--config", str(sweep_file)]
-    processes = [
-        subprocess.Popen(command, cwd=sweep_file.parent, env=dict(os.environ), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+    # run in the registry's folder: its default store is the one the registry fixture uses
+    processes = [start_textsweep(["promote", "--config", str(sweep_file)], sweep_file.parent) for _ in range(2)]
     outputs = [process.communicate(timeout=600) for process in processes]
     return [(process.returncode, out, err) for process, (out, err) in zip(processes, outputs)]
 
@@ -340,7 +333,7 @@ def trial_of(name: str, version: str) -> str:
     return MlflowClient().get_model_version(name, version).tags["textsweep.trial_run_id"]
 
 
-def test_two_promotes_at_once_register_one_version_and_one_holder(registry, first_promotion):
+def test_two_promotes_at_once_register_one_version_and_one_holder(registry, first_promotion, start_textsweep):
     name = "rt-race"
     # Round 1: an empty model, both promote the good trial.
     # Round 2: both promote a worse trial against that champion.
@@ -348,7 +341,7 @@ def test_two_promotes_at_once_register_one_version_and_one_holder(registry, firs
     for round_number, (source, alias) in enumerate(
         [(registry.good, "champion"), (registry.hopeless, "challenger"), (registry.good, "champion")], start=1
     ):
-        results = promote_twice_at_once(race_file(registry, source, name))
+        results = promote_twice_at_once(start_textsweep, race_file(registry, source, name))
         for rc, out, err in results:
             assert rc == 0, f"round {round_number}: exit {rc}\n{out}\n{err[-3000:]}"
             assert f"@{alias}" in out and "Traceback" not in err, f"round {round_number}:\n{out}\n{err[-3000:]}"

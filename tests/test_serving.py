@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -20,7 +19,6 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
-from conftest import BIN, http_server, use_own_store, review_rows, write_sweep_file
 from textsweep import serving
 from textsweep.config import DataConfig, TrainingParams, load_config
 from textsweep.data import prepare
@@ -209,23 +207,12 @@ RUSSIAN = {
 NOUNS = ["фильм", "сериал", "сюжет", "актёр", "финал", "спектакль", "роман", "мультфильм"]
 
 
-def russian_reviews(per_class: int, seed: int = 0) -> pd.DataFrame:
-    rng = random.Random(seed)
-    rows = []
-    for label, adjectives in RUSSIAN.items():
-        for _ in range(per_class):
-            first, second = rng.sample(adjectives, 2)
-            text = f"{first.capitalize()} {rng.choice(NOUNS)}, очень {second}{rng.choice(['!', '.', '!!!', ' :)'])}"
-            rows.append({"text": text, "label": label})
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture(scope="module")
-def russian_model():
+def russian_model(russian_reviews):
     """A tiny 3-class model trained in process on Russian texts with string labels (default cleaning)."""
     from textsweep.model import build_model
 
-    prepared = prepare(russian_reviews(60), DataConfig(source="russian", test_size=0.2, val_size=0.1))
+    prepared = prepare(russian_reviews(RUSSIAN, NOUNS, ["!", ".", "!!!", " :)"], 60), DataConfig(source="russian", test_size=0.2, val_size=0.1))
     encoded = encode_splits(prepared)
     params = TrainingParams(max_features=encoded.vocabulary.size, embed_dim=8, lstm_out=8, spatial_dropout=0,
                             dropout=0, recurrent_dropout=0, learning_rate=0.02, batch_size=16, seed=3)
@@ -284,7 +271,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Served:
+def served(tmp_path_factory, use_own_store, review_rows, write_sweep_file) -> Served:
     """One tiny sweep (1 trial) promoted to `rt-served@champion` in a store of its own."""
     directory = tmp_path_factory.mktemp("serving")
     with pytest.MonkeyPatch.context() as patch:
@@ -336,12 +323,9 @@ def test_loaded_model_labels_raw_text_including_the_empty_string(served):
 
 
 @pytest.fixture(scope="module")
-def server(served):
+def server(served, model_server):
     """`mlflow models serve` of the champion, as a user starts it (uvicorn from the venv's bin)."""
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": served.tracking_uri}
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
-               "--host", "127.0.0.1", "-p", "{port}"]
-    with http_server(command, cwd=served.directory, env=environment, ready_path="/ping", log=served.directory / "serve.log") as url:
+    with model_server(CHAMPION, served.tracking_uri, served.directory) as url:
         yield url
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 
 import mlflow
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import _embedded_reviews, write_sweep_file
-from test_end_to_end import mlflow_run, runs_of
 from textsweep.serving import class_columns, signature
 
 pytestmark = pytest.mark.e2e
@@ -19,9 +16,8 @@ pytestmark = pytest.mark.e2e
 FOUR_CLASSES = ["imdb-negative", "imdb-positive", "rt-negative", "rt-positive"]
 
 
-def source_by_polarity(per_class: int, seed: int = 0) -> pd.DataFrame:
+def source_by_polarity(table: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
     """`per_class` embedded reviews of each of FOUR_CLASSES: IMDB or Rotten Tomatoes, negative or positive."""
-    table = _embedded_reviews()
     label = table["source"].map({"imdb": "imdb", "rotten_tomatoes": "rt"}) + table["label"].map({0: "-negative", 1: "-positive"})
     rows = pd.DataFrame({"text": table["text"].str.replace("<br />", " ", regex=False), "label": label})
     return rows.groupby("label").sample(n=per_class, random_state=seed).reset_index(drop=True)
@@ -30,27 +26,17 @@ def source_by_polarity(per_class: int, seed: int = 0) -> pd.DataFrame:
 POSITIVE = ["отличный", "прекрасный", "чудесный", "великолепный", "замечательный", "хороший", "добрый", "яркий"]
 NEGATIVE = ["ужасный", "скучный", "плохой", "отвратительный", "слабый", "провальный", "нудный", "глупый"]
 NOUNS = ["фильм", "сериал", "сюжет", "актёр", "финал", "спектакль", "роман", "мультфильм", "концерт", "альбом"]
-
-
-def russian_reviews(per_class: int, seed: int = 0) -> pd.DataFrame:
-    """Short Russian reviews, positive or negative, words varied, labelled with strings."""
-    rng = random.Random(seed)
-    rows = []
-    for label, adjectives in (("positive", POSITIVE), ("negative", NEGATIVE)):
-        for _ in range(per_class):
-            first, second = rng.sample(adjectives, 2)
-            text = f"{first.capitalize()} {rng.choice(NOUNS)}, очень {second}{rng.choice(['!', '.', '!!!', ' :)', '…'])}"
-            rows.append({"text": text, "label": label})
-    return pd.DataFrame(rows)
+ENDINGS = ["!", ".", "!!!", " :)", "…"]
 
 
 TINY_DEFAULTS = {"max_features": 1000, "embed_dim": 8, "lstm_out": 8, "spatial_dropout": 0.0, "dropout": 0.0,
                  "recurrent_dropout": 0.0, "batch_size": 32, "epochs": 2, "maxlen": 60, "learning_rate": 0.01}
 
 
-def test_four_string_classes_sweep_promote_and_serve_their_labels(store):
+def test_four_string_classes_sweep_promote_and_serve_their_labels(
+        store, embedded_reviews, write_sweep_file, mlflow_run, runs_of):
     data = store / "movies4.csv"
-    source_by_polarity(100).to_csv(data, index=False)
+    source_by_polarity(embedded_reviews, 100).to_csv(data, index=False)
     config = write_sweep_file(
         store / "movies4.yaml", name="movies4-e2e", source=str(data),
         data={"source": str(data), "test_size": 0.2, "val_size": 0.15, "seed": 1},
@@ -79,9 +65,9 @@ def test_four_string_classes_sweep_promote_and_serve_their_labels(store):
     assert predictions["probability"].tolist() == pytest.approx(predictions[probabilities].max(axis=1).tolist())
 
 
-def test_cyrillic_texts_train_with_the_default_cleaning(store):
+def test_cyrillic_texts_train_with_the_default_cleaning(store, write_sweep_file, mlflow_run, runs_of, russian_reviews):
     data = store / "russian.csv"
-    russian_reviews(80).to_csv(data, index=False)
+    russian_reviews({"positive": POSITIVE, "negative": NEGATIVE}, NOUNS, ENDINGS, 80).to_csv(data, index=False)
     config = write_sweep_file(store / "russian.yaml", name="russian-e2e", source=str(data),
                               data={"source": str(data), "seed": 3}, defaults=TINY_DEFAULTS | {"epochs": 3})
     assert "cleaning" not in yaml.safe_load(config.read_text())["data"]

@@ -8,7 +8,6 @@ and the linear reference's word features found no word twice and killed the swee
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import mlflow
@@ -19,8 +18,6 @@ import requests
 import yaml
 
 import textsweep
-from conftest import BIN, http_server, use_own_store
-from test_end_to_end import run, runs_of
 from textsweep.config import parse_config
 from textsweep.data import prepare, space_unspaced_scripts
 from textsweep.errors import DataError
@@ -74,12 +71,11 @@ def validation_split(config: dict, frame: pd.DataFrame, source: str):
     return prepared, float(np.bincount(prepared.val.labels).max() / len(prepared.val.labels))
 
 
-def sweep_runs(name: str) -> dict[str, list]:
-    _, runs = runs_of(name)
-    by_kind: dict[str, list] = {}
+def by_kind(runs: list) -> dict[str, list]:
+    kinds: dict[str, list] = {}
     for found in runs:
-        by_kind.setdefault(found.data.tags.get("textsweep.kind"), []).append(found)
-    return by_kind
+        kinds.setdefault(found.data.tags.get("textsweep.kind"), []).append(found)
+    return kinds
 
 
 def served_accuracy(answer: pd.DataFrame | list, prepared) -> float:
@@ -119,21 +115,22 @@ def test_the_data_says_which_unspaced_scripts_it_holds():
 # ---------------------------------------------------------------- end to end
 
 
-def test_a_chinese_set_sweeps_promotes_and_serves_with_default_settings_through_the_cli(tmp_path, monkeypatch):
+def test_a_chinese_set_sweeps_promotes_and_serves_with_default_settings_through_the_cli(
+        tmp_path, monkeypatch, use_own_store, run_textsweep, runs_of, model_server):
     uri = use_own_store(monkeypatch, tmp_path)
     reviews = chinese_reviews()
     reviews.to_csv(tmp_path / "zh.csv", index=False)
     config = {"name": "zh-reviews", "data": {"source": "zh.csv"}, **ONE_SHORT_TRIAL}
     (tmp_path / "zh.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
 
-    swept = run([str(BIN / "textsweep"), "sweep", "--config", "zh.yaml", "--quiet"], tmp_path)
+    swept = run_textsweep(["sweep", "--config", "zh.yaml", "--quiet"], tmp_path)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     assert "Traceback" not in swept.stderr
     assert "texts use Han (written without spaces between words): the word tokenizer reads those characters" in swept.stderr
     assert "linear reference (TF-IDF word+char n-grams, logistic regression): val_accuracy" in swept.stdout
 
     prepared, majority = validation_split(config, pd.read_csv(tmp_path / "zh.csv"), "zh.csv")
-    runs = sweep_runs("zh-reviews")
+    runs = by_kind(runs_of("zh-reviews")[1])
     (sweep_run,), (reference,), (trial,) = runs["sweep"], runs["reference"], runs["trial"]
     assert sweep_run.info.status == "FINISHED" and trial.info.status == "FINISHED"
     assert sweep_run.data.params["data_unspaced_script_rows"] == str(prepared.stats["rows_used"])
@@ -146,13 +143,10 @@ def test_a_chinese_set_sweeps_promotes_and_serves_with_default_settings_through_
     vocabulary = json.loads(mlflow.artifacts.load_text(f"runs:/{trial.info.run_id}/tokenizer/vocabulary.json"))
     assert vocabulary["unspaced_characters"] is True and all(len(word) == 1 for word in vocabulary["words"])
 
-    promoted = run([str(BIN / "textsweep"), "promote", "--config", "zh.yaml"], tmp_path)
+    promoted = run_textsweep(["promote", "--config", "zh.yaml"], tmp_path)
     assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-3000:]
     champion = "models:/zh-reviews@champion"
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": uri}
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", champion, "--env-manager", "local",
-               "--host", "127.0.0.1", "-p", "{port}"]
-    with http_server(command, cwd=tmp_path, env=environment, ready_path="/ping", log=tmp_path / "serve.log") as url:
+    with model_server(champion, uri, tmp_path) as url:
         answered = requests.post(f"{url}/invocations", json={"inputs": {"text": prepared.val.texts}}, timeout=60)
         assert answered.status_code == 200, answered.text
         assert served_accuracy(answered.json()["predictions"], prepared) > majority + 0.2
@@ -166,7 +160,8 @@ def test_a_chinese_set_sweeps_promotes_and_serves_with_default_settings_through_
     assert str(in_process.value).startswith(problem) and "Pass each text as a Python string" in str(in_process.value)
 
 
-def test_a_thai_set_sweeps_promotes_and_serves_with_default_settings_through_the_api(tmp_path, monkeypatch, capfd):
+def test_a_thai_set_sweeps_promotes_and_serves_with_default_settings_through_the_api(
+        tmp_path, monkeypatch, capfd, use_own_store, runs_of):
     use_own_store(monkeypatch, tmp_path)
     reviews = thai_reviews()
     config = {"name": "th-reviews", **ONE_SHORT_TRIAL}
@@ -174,7 +169,7 @@ def test_a_thai_set_sweeps_promotes_and_serves_with_default_settings_through_the
     assert "texts use Thai (written without spaces between words)" in capfd.readouterr().err
 
     prepared, majority = validation_split(config, reviews, "dataframe")
-    runs = sweep_runs("th-reviews")
+    runs = by_kind(runs_of("th-reviews")[1])
     (sweep_run,), (reference,), (trial,) = runs["sweep"], runs["reference"], runs["trial"]
     assert sweep_run.info.status == "FINISHED" and trial.info.status == "FINISHED"
     assert result.leaderboard.iloc[0]["best_val_accuracy"] > majority + 0.2

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,26 +14,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import mlflow_server, write_sweep_file
-
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
 
 
-def start_sweep(config: Path, cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.Popen(
-        [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
-def trial_runs(store: Path, name: str):
-    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(name) if (store / "mlruns" / "mlflow.db").exists() else None
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], filter_string="tags.`textsweep.kind` = 'trial'")
+@pytest.fixture
+def start_sweep(start_textsweep):
+    """`start_sweep(config, cwd)`: `textsweep sweep --quiet` started in a process of its own."""
+    return lambda config, cwd: start_textsweep(["sweep", "--config", str(config), "--quiet"], cwd)
 
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -45,15 +31,18 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
         time.sleep(0.5)
 
 
-def slow_sweep_file(store: Path, reviews_csv: Path, name: str) -> Path:
-    return write_sweep_file(
+@pytest.fixture
+def slow_sweep_file(store, reviews_csv, write_sweep_file):
+    """`slow_sweep_file(name)`: the tiny sweep file with 3 epochs a trial, time to signal a running trial."""
+    return lambda name: write_sweep_file(
         store / f"{name}.yaml", name=name, source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 3, "recurrent_dropout": 0.0},
     )
 
 
-def test_kill_9_then_the_same_command_finishes_the_budget(store, reviews_csv):
-    config = slow_sweep_file(store, reviews_csv, "killed")
+def test_kill_9_then_the_same_command_finishes_the_budget(
+        store, reviews_csv, client_of, trial_runs, slow_sweep_file, start_sweep):
+    config = slow_sweep_file("killed")
     sweep = start_sweep(config, store)
     finished = lambda: any(r.info.status == "FINISHED" for r in trial_runs(store, "killed"))
     wait_for(lambda: finished() and any(r.info.status == "RUNNING" for r in trial_runs(store, "killed")), sweep)
@@ -74,15 +63,16 @@ def test_kill_9_then_the_same_command_finishes_the_budget(store, reviews_csv):
     assert len({tuple(r.data.params[p] for p in swept) for r in done}) == 3
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parents) == 1  # the same sweep run, reused
-    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    client = client_of(store)
     assert client.get_run(parents.pop()).info.status == "FINISHED"
 
 
 @pytest.mark.parametrize("stop, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(store, reviews_csv, stop, exit_code):
+def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_to_resume(
+        store, reviews_csv, stop, exit_code, client_of, trial_runs, slow_sweep_file, start_sweep):
     """SIGTERM is what kill, timeout, docker stop and schedulers send: handled like Ctrl-C, and the
     exit code says which it was (128 + the signal's number, the shell's convention)."""
-    config = slow_sweep_file(store, reviews_csv, "interrupted")
+    config = slow_sweep_file("interrupted")
     sweep = start_sweep(config, store)
     wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
     sweep.send_signal(stop)
@@ -91,11 +81,12 @@ def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_t
     assert "resume with the same command" in err and "Traceback" not in err
     runs = trial_runs(store, "interrupted")
     assert [r.info.status for r in runs if r.info.status not in ("FINISHED",)] == ["KILLED"]
-    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    client = client_of(store)
     assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
 
 
-def test_changed_space_under_the_same_name_is_refused_until_restart(store, reviews_csv):
+def test_changed_space_under_the_same_name_is_refused_until_restart(
+        store, reviews_csv, run_textsweep, trial_runs, write_sweep_file, start_sweep):
     config = write_sweep_file(store / "a.yaml", name="same", source=str(reviews_csv))
     first = start_sweep(config, store)
     assert first.wait(timeout=600) == 0
@@ -104,8 +95,7 @@ def test_changed_space_under_the_same_name_is_refused_until_restart(store, revie
     refused = start_sweep(changed, store)
     out, err = refused.communicate(timeout=120)
     assert refused.returncode == 2 and "--restart" in err and "Traceback" not in err
-    restarted = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(changed), "--quiet", "--restart"],
-                               cwd=store, capture_output=True, text=True, timeout=600)
+    restarted = run_textsweep(["sweep", "--config", str(changed), "--quiet", "--restart"], store)
     assert restarted.returncode == 0, restarted.stderr[-2000:]
     statuses = [r.info.status for r in trial_runs(store, "same")]
     assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3 + 1
@@ -131,7 +121,8 @@ class FailsByConstruction:
         return FailingTrials()
 
 
-def test_failed_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(store, reviews_csv):
+def test_failed_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(
+        store, reviews_csv, client_of, trial_runs, write_sweep_file):
     import textsweep
 
     config = yaml.safe_load(write_sweep_file(store / "fails.yaml", name="fails", source=str(reviews_csv)).read_text())
@@ -141,14 +132,15 @@ def test_failed_trials_are_failed_runs_and_consecutive_failures_stop_the_sweep(s
     assert "2 trials in a row failed" in str(error.value) and "injected failure in trial 1" in str(error.value)
     runs = trial_runs(store, "fails")
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
-    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    client = client_of(store)
     for run in runs:
         assert "injected failure" in run.data.tags["textsweep.failure_reason"]
         assert "injected failure" in mlflow.artifacts.load_text(f"{run.info.artifact_uri}/failure.txt")
     assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "FAILED"
 
 
-def test_a_sweep_in_which_no_trial_finished_ends_failed_with_the_reason(store, reviews_csv):
+def test_a_sweep_in_which_no_trial_finished_ends_failed_with_the_reason(
+        store, reviews_csv, client_of, trial_runs, write_sweep_file):
     import textsweep
 
     config = yaml.safe_load(write_sweep_file(store / "none.yaml", name="none-finished", source=str(reviews_csv)).read_text())
@@ -157,18 +149,18 @@ def test_a_sweep_in_which_no_trial_finished_ends_failed_with_the_reason(store, r
         textsweep.sweep(config, quiet=True, callbacks=[FailsByConstruction(failing_trials=2)])
     runs = trial_runs(store, "none-finished")
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
-    client = MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    client = client_of(store)
     sweep_run = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert sweep_run.info.status == "FAILED" and sweep_run.data.tags["textsweep.failure_reason"] == "no trial finished"
 
 
 @pytest.mark.parametrize("existing_store", [False, True], ids=["new-store", "existing-store"])
-def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(store, reviews_csv, existing_store):
+def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(
+        store, reviews_csv, existing_store, run_textsweep, trial_runs, write_sweep_file, slow_sweep_file, start_sweep):
     if existing_store:  # the store and the experiment exist already
-        assert subprocess.run([str(BIN / "textsweep"), "train", "--config",
-                               str(write_sweep_file(store / "warm.yaml", name="owned", source=str(reviews_csv)))],
-                              cwd=store, capture_output=True, timeout=600).returncode == 0
-    config = slow_sweep_file(store, reviews_csv, "owned")
+        assert run_textsweep(["train", "--config", str(write_sweep_file(store / "warm.yaml", name="owned", source=str(reviews_csv)))],
+                             store).returncode == 0
+    config = slow_sweep_file("owned")
     first, second = start_sweep(config, store), start_sweep(config, store)  # started together
     (_, err2), (_, err1) = second.communicate(timeout=600), first.communicate(timeout=600)
     outcomes = sorted([(first.returncode, err1), (second.returncode, err2)], key=lambda o: o[0])
@@ -183,12 +175,11 @@ def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(stor
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_a_store_without_its_database_driver_names_the_package_to_install(store, reviews_csv):
+def test_a_store_without_its_database_driver_names_the_package_to_install(
+        store, reviews_csv, run_textsweep, write_sweep_file):
     config = write_sweep_file(store / "driver.yaml", name="driver", source=str(reviews_csv))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = "mysql://user:secret@127.0.0.1:1/mlflow"  # PyMySQL is not installed
-    result = subprocess.run([str(BIN / "textsweep"), "train", "--config", str(config)],
-                            cwd=store, env=env, capture_output=True, text=True, timeout=120)
+    # PyMySQL is not installed
+    result = run_textsweep(["train", "--config", str(config)], store, MLFLOW_TRACKING_URI="mysql://user:secret@127.0.0.1:1/mlflow")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "needs the database driver 'MySQLdb'" in result.stderr and "pip install mysqlclient" in result.stderr
     assert "secret" not in result.stderr  # credentials are redacted
@@ -210,25 +201,19 @@ def read_only_folder(tmp_path):
         folder.chmod(0o755)
 
 
-def test_an_unwritable_store_fails_fast_naming_the_path(store, reviews_csv, read_only_folder):
+def test_an_unwritable_store_fails_fast_naming_the_path(
+        store, reviews_csv, read_only_folder, run_textsweep, write_sweep_file):
     config = write_sweep_file(store / "ro.yaml", name="ro", source=str(reviews_csv))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{read_only_folder}/mlflow.db"
     started = time.monotonic()
-    result = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"],
-                            cwd=store, env=env, capture_output=True, text=True, timeout=120)
+    result = run_textsweep(["sweep", "--config", str(config), "--quiet"], store,
+                           MLFLOW_TRACKING_URI=f"sqlite:///{read_only_folder}/mlflow.db")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"the MLflow store {read_only_folder}/mlflow.db cannot be written" in result.stderr
     assert time.monotonic() - started < 30  # not MLflow's ~2 minutes of retries
 
 
-def run_textsweep(arguments: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
-    return subprocess.run([str(BIN / "textsweep"), *arguments], cwd=cwd, env=clean | env, capture_output=True,
-                          text=True, timeout=600)
-
-
-def test_an_unreachable_database_store_is_one_message_in_seconds_and_nothing_is_created(store, reviews_csv):
+def test_an_unreachable_database_store_is_one_message_in_seconds_and_nothing_is_created(
+        store, reviews_csv, run_textsweep, write_sweep_file):
     """psycopg is installed (the dev extra), so MLflow itself would retry for ~100 s, then print a
     200-line SQLAlchemy traceback."""
     config = write_sweep_file(store / "pg.yaml", name="pg", source=str(reviews_csv))
@@ -246,7 +231,8 @@ def test_an_unreachable_database_store_is_one_message_in_seconds_and_nothing_is_
     assert sorted(p.name for p in store.iterdir()) == ["pg.yaml", "reviews.csv"]  # no store, no tuner state
 
 
-def test_reading_commands_on_an_empty_folder_say_there_is_no_store_and_create_none(store, reviews_csv):
+def test_reading_commands_on_an_empty_folder_say_there_is_no_store_and_create_none(
+        store, reviews_csv, run_textsweep, write_sweep_file):
     config = write_sweep_file(store / "read.yaml", name="read", source=str(reviews_csv))
     for command in (["runs", "read"], ["predict", "--model", "models:/read@champion", "a fine film"],
                     ["promote", "--config", str(config)]):
@@ -257,12 +243,13 @@ def test_reading_commands_on_an_empty_folder_say_there_is_no_store_and_create_no
     assert sorted(p.name for p in store.iterdir()) == ["read.yaml", "reviews.csv"]  # no mlruns/, no mlflow.db
 
 
-def test_promote_names_the_option_as_the_caller_passes_it(store, reviews_csv):
+def test_promote_names_the_option_as_the_caller_passes_it(
+        store, reviews_csv, client_of, run_textsweep, write_sweep_file):
     """The CLI's flag `--sweep-run-id`, the API's keyword argument `sweep_run_id=`."""
     import textsweep
 
     config = write_sweep_file(store / "opt.yaml", name="opt", source=str(reviews_csv))
-    MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}").create_experiment("opt")
+    client_of(store).create_experiment("opt")
     unknown = "0" * 32
     with pytest.raises(textsweep.RegistryError) as from_python:
         textsweep.promote(str(config), sweep_run_id=unknown)
@@ -277,7 +264,8 @@ def sweep_state(folder: Path, name: str) -> dict:
     return json.loads((folder / name / "textsweep_state.json").read_text())
 
 
-def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_partial_sweep(store, reviews_csv):
+def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_partial_sweep(
+        store, reviews_csv, run_textsweep, trial_runs, write_sweep_file):
     config = write_sweep_file(
         store / "gone.yaml", name="gone", source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 1, "recurrent_dropout": 0.0},
@@ -312,7 +300,8 @@ def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_
     assert f"restore it (mlflow runs restore --run-id {new_run}) to resume" in deleted.stderr
 
 
-def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_partial_sweep(tmp_path, reviews_csv):
+def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_partial_sweep(
+        tmp_path, reviews_csv, clean_env, mlflow_server, run_textsweep, write_sweep_file):
     """Two real `mlflow server`s, one after the other, the same sweep file run from the same folder.
 
     Before, the second server ended with 1 of 4 trials: the chief resumed the first server's
@@ -326,7 +315,7 @@ def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_part
         search={"algorithm": "random", "max_trials": 4, "space": {"lstm_out": {"values": [4, 8]}, "embed_dim": {"values": [4, 8]}}},
     )
     command = ["sweep", "--config", str(config), "--quiet"]
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    server_env = clean_env()
     state_folder = sweeps / ".textsweep" / "tuner"  # with a remote store: beside the sweep file
 
     with mlflow_server(f"sqlite:///{tmp_path / 'first.db'}", tmp_path, env=server_env, artifacts=tmp_path / "first") as first:

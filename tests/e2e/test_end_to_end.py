@@ -1,50 +1,13 @@
-"""`mlflow run` and the CLI end to end, asserting on what MLflow stored."""
+"""`mlflow run` of the MLproject end to end, asserting on what MLflow stored and `textsweep runs` prints."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import PROJECT_ROOT, write_sweep_file
-
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
-
-
-def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | env
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        environment.pop(name, None)
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
-
-
-def mlflow_run(entry_point: str, config: Path, store: Path) -> subprocess.CompletedProcess:
-    uri = f"sqlite:///{store / 'mlruns' / 'mlflow.db'}"
-    result = run(
-        [str(BIN / "mlflow"), "run", str(PROJECT_ROOT), "-e", entry_point, "--env-manager", "local", "-P", f"config={config}"],
-        cwd=store,
-        MLFLOW_TRACKING_URI=uri,
-        # tiny trials last seconds: sample system metrics every second so each trial gets some
-        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
-        MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING="1",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    mlflow.set_tracking_uri(uri)
-    return result
-
-
-def runs_of(experiment_name: str):
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(experiment_name)
-    assert experiment is not None, f"no experiment {experiment_name!r}"
-    return client, client.search_runs([experiment.experiment_id])
 
 
 def logged_models_of(run):
@@ -55,7 +18,7 @@ def logged_models_of(run):
     return model_ids
 
 
-def test_mlflow_run_train_logs_one_complete_run(store, reviews_csv):
+def test_mlflow_run_train_logs_one_complete_run(store, reviews_csv, write_sweep_file, mlflow_run, runs_of):
     config = write_sweep_file(store / "train.yaml", name="rt-train", source=str(reviews_csv))
     mlflow_run("train", config, store)
     client, runs = runs_of("rt-train")
@@ -88,7 +51,8 @@ def test_mlflow_run_train_logs_one_complete_run(store, reviews_csv):
     assert (store / "mlruns" / "artifacts").is_dir()
 
 
-def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, reviews_csv):
+def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, reviews_csv, write_sweep_file, mlflow_run,
+                                                                      runs_of, run_textsweep):
     config = write_sweep_file(store / "sweep.yaml", name="rt-sweep", source=str(reviews_csv))
     result = mlflow_run("sweep", config, store)
     assert "top trials:" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
@@ -130,8 +94,7 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, revi
     assert {"sweep.yaml", "leaderboard.csv", "parallel_coordinates.png", "hyperparameter_importance.png"} <= artifacts
     assert parent.data.params["algorithm"] == "random" and parent.data.params["max_trials"] == "3"
     # the leaderboard as `textsweep runs` prints it, from what MLflow stored
-    runs_output = run([str(BIN / "textsweep"), "runs", "rt-sweep"], cwd=store,
-                      MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
+    runs_output = run_textsweep(["runs", "rt-sweep"], store)
     assert runs_output.returncode == 0 and "3 finished trials" in runs_output.stdout
     assert f"test_accuracy {references[0].data.metrics['test_accuracy']:.4f}; the best trial" in runs_output.stdout
     lines = runs_output.stdout.splitlines()
@@ -139,70 +102,3 @@ def test_mlflow_run_sweep_logs_one_parent_and_a_nested_run_per_trial(store, revi
     first_row = lines[header + 1].split()
     assert "classes (label names, in output order): [0, 1]" in runs_output.stdout
     assert first_row[:2] == [best.data.tags["textsweep.trial_id"], best.info.run_id]
-
-
-def test_cli_errors_are_one_clear_line_and_leave_no_run(store, reviews_csv):
-    textsweep = str(BIN / "textsweep")
-    bad_data = write_sweep_file(store / "bad.yaml", name="bad", source=str(store / "missing.csv"))
-    result = run([textsweep, "train", "--config", str(bad_data)], cwd=store)
-    assert result.returncode == 2
-    assert "data file" in result.stderr and "not found" in result.stderr and "Traceback" not in result.stderr
-    typo = store / "typo.yaml"
-    typo.write_text("name: x\nsearch:\n  max_trails: 3\n")
-    result = run([textsweep, "sweep", "--config", str(typo)], cwd=store)
-    assert result.returncode == 2 and "did you mean 'max_trials'?" in result.stderr and "Traceback" not in result.stderr
-    result = run([textsweep, "sweep", "--config", str(store / "absent.yaml")], cwd=store)
-    assert result.returncode == 2 and "absent.yaml' not found" in result.stderr
-    unreachable = run([textsweep, "train", "--config", str(write_sweep_file(store / "ok.yaml", name="ok", source=str(reviews_csv)))],
-                      cwd=store, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
-    assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr and "Traceback" not in unreachable.stderr
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
-    if (store / "mlruns" / "mlflow.db").exists():
-        assert MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()]) == []
-
-
-def test_every_bad_input_is_one_message_a_non_zero_exit_and_no_run(store, reviews_csv):
-    """Bad sweep files and bad data, written outside the repo: a specific message, exit 2, no traceback, no run."""
-    textsweep = str(BIN / "textsweep")
-    files = {
-        "latin.csv": "text,label\ncaf\xe9 tr\xe8s bon,1\n".encode("latin-1"),
-        "empty.csv": b"",
-        "header_only.csv": b"text,label\n",
-        "no_label.csv": b"text,stars\ngood,5\nbad,1\n",
-        "tiny_class.csv": b"text,label\n" + b"".join(f"text {i},{'a' if i else 'b'}\n".encode() for i in range(30)),
-        "one_class.csv": b"text,label\n" + b"".join(f"text {i},1\n".encode() for i in range(30)),
-    }
-    for name, content in files.items():
-        (store / name).write_bytes(content)
-    (store / "a_folder").mkdir()
-    cases = {
-        "latin.csv": "is not valid utf-8",
-        "empty.csv": "is empty",
-        "header_only.csv": "has no rows",
-        "no_label.csv": "label column 'label' not found",
-        "tiny_class.csv": "class 'b' has 1 row",
-        "one_class.csv": "only one class",
-        "a_folder": "is a directory, not a file",
-    }
-    for data_file, expected in cases.items():
-        config = write_sweep_file(store / f"{data_file}.yaml", name="bad-input", source=str(store / data_file))
-        result = run([textsweep, "sweep", "--config", str(config), "--quiet"], cwd=store)
-        assert result.returncode == 2, (data_file, result.stderr[-2000:])
-        assert expected in result.stderr and "Traceback" not in result.stderr, (data_file, result.stderr[-2000:])
-    bad_files = {
-        "min > max": ("search:\n  space:\n    embed_dim: {min: 64, max: 8}\n", "min (64) is greater than max (8)"),
-        "dropout": ("defaults:\n  dropout: 1.0\n", "defaults.dropout"),
-        "max_trials": ("search:\n  max_trials: 0\n", "search.max_trials"),
-        "batch_size": ("defaults:\n  batch_size: 0\n", "defaults.batch_size"),
-        "algorithm": ("search:\n  algorithm: annealing\n", "search.algorithm"),
-        "unknown key": ("defualts:\n  epochs: 1\n", "did you mean 'defaults'?"),
-    }
-    for case, (body, expected) in bad_files.items():
-        path = store / f"bad-{case.replace(' ', '_')}.yaml"
-        path.write_text("name: bad-file\n" + body)
-        result = run([textsweep, "sweep", "--config", str(path)], cwd=store)
-        assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr, (case, result.stderr)
-        assert str(path) in result.stderr  # the message names the file
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
-    client = MlflowClient()
-    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

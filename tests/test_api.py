@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,10 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
-
-from conftest import BIN, review_rows, write_sweep_file
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +25,13 @@ TINY = {
 
 # What a user types in a notebook: a DataFrame built in code, a dict config, the result object.
 NOTEBOOK = """
-import json, sys
+import json
 import pandas as pd
 import textsweep
-sys.path.insert(0, {tests!r})
-from conftest import review_rows
 
-frame = review_rows(500, seed=3)
-frame = pd.DataFrame({{"text": frame["text"].tolist(), "label": frame["label"].tolist()}})  # built in code
+with open("rows.json") as rows:  # texts and labels the user has at hand
+    rows = json.load(rows)
+frame = pd.DataFrame({{"text": rows["text"], "label": rows["label"]}})  # built in code
 result = textsweep.sweep({config!r}, data=frame, quiet=True)
 predictions = result.best_model().predict(["a wonderful , moving film", "dull and far too long"])
 promotion = result.promote()
@@ -52,16 +47,23 @@ print(json.dumps({{
 """
 
 
-def fresh_python(script: str, cwd: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
-    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+@pytest.fixture(scope="session")
+def fresh_python(clean_env):
+    """`fresh_python(script, cwd) -> dict`: a script in a new Python, as a notebook runs it; its last line, as JSON."""
+
+    def run(script: str, cwd: Path) -> dict:
+        result = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run
 
 
-def test_a_notebook_sweeps_a_dataframe_and_gets_a_result_that_matches_mlflow(tmp_path):
-    tests = str(Path(__file__).parent)
-    out = fresh_python(NOTEBOOK.format(tests=tests, config=TINY), tmp_path)
+def test_a_notebook_sweeps_a_dataframe_and_gets_a_result_that_matches_mlflow(tmp_path, review_rows, fresh_python):
+    rows = review_rows(500, seed=3)
+    (tmp_path / "rows.json").write_text(json.dumps({"text": rows["text"].tolist(), "label": rows["label"].tolist()}))
+    out = fresh_python(NOTEBOOK.format(config=TINY), tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     sweep = client.get_run(out["sweep_run_id"])
     assert sweep.info.status == "FINISHED" and sweep.data.tags["textsweep.kind"] == "sweep"
@@ -99,22 +101,20 @@ def layout(store: Path, name: str) -> dict:
     return {"experiment_tags": sorted(experiment.tags), "runs": shape}
 
 
-def test_the_same_sweep_file_through_the_cli_and_the_api_gives_the_same_mlflow_layout(tmp_path):
+def test_the_same_sweep_file_through_the_cli_and_the_api_gives_the_same_mlflow_layout(tmp_path, fresh_python, review_rows, run_textsweep, write_sweep_file):
     source = tmp_path / "reviews.csv"
     review_rows(400).to_csv(source, index=False)
     cli_dir, api_dir = tmp_path / "cli", tmp_path / "api"
     cli_dir.mkdir(), api_dir.mkdir()
     config = write_sweep_file(tmp_path / "same.yaml", name="same-layout", source=str(source),
                               search={"algorithm": "random", "max_trials": 2, "space": {"lstm_out": {"values": [4, 8]}}})
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
-    cli = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"], cwd=cli_dir, env=env,
-                         capture_output=True, text=True, timeout=900)
+    cli = run_textsweep(["sweep", "--config", str(config), "--quiet"], cli_dir)
     assert cli.returncode == 0, cli.stderr[-3000:]
     fresh_python(f"import json, textsweep; r = textsweep.sweep({str(config)!r}, quiet=True); print(json.dumps(r.sweep_run_id))", api_dir)
     assert layout(cli_dir, "same-layout") == layout(api_dir, "same-layout")
 
 
-def test_config_and_data_errors_come_before_tensorflow_loads(tmp_path):
+def test_config_and_data_errors_come_before_tensorflow_loads(tmp_path, fresh_python):
     """A user's mistake is reported in about a second, not after TensorFlow's start-up."""
     script = f"""
 import json, sys, textsweep
@@ -174,7 +174,7 @@ class OneEpoch:
         return Stop()
 
 
-def test_max_time_stops_the_sweep_within_an_epoch_finished_and_tagged_and_a_larger_budget_resumes(store):
+def test_max_time_stops_the_sweep_within_an_epoch_finished_and_tagged_and_a_larger_budget_resumes(store, review_rows):
     import textsweep
 
     config = TINY | {"name": "timed", "search": TINY["search"] | {"max_trials": 3, "max_time": "2s"}}
@@ -201,7 +201,7 @@ def test_max_time_stops_the_sweep_within_an_epoch_finished_and_tagged_and_a_larg
     assert client.get_run(first.sweep_run_id).data.tags["textsweep.stopped_by"] == "budget"
 
 
-def test_a_one_second_budget_ends_the_sweep_with_its_first_trial_and_says_how_long_a_trial_takes(store, reviews_csv):
+def test_a_one_second_budget_ends_the_sweep_with_its_first_trial_and_says_how_long_a_trial_takes(store, reviews_csv, run_textsweep, write_sweep_file):
     """search.max_time: 1s ends before the sweep even starts a trial: the first trial still runs
     (cut after its first epoch, on any machine: 200 epochs never fit in a second), so the sweep
     ends FINISHED with a result, and the message measures how long an epoch and a trial take."""
@@ -210,9 +210,7 @@ def test_a_one_second_budget_ends_the_sweep_with_its_first_trial_and_says_how_lo
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 200, "recurrent_dropout": 0.0},
         search={"algorithm": "random", "max_trials": 4, "max_time": "1s", "space": {"lstm_out": {"values": [4, 8]}}},
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
-    result = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"], cwd=store, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = run_textsweep(["sweep", "--config", str(config), "--quiet"], store)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "1 finished trials" in result.stdout
     said = next(line for line in result.stdout.splitlines() if line.startswith("search.max_time"))
@@ -229,7 +227,7 @@ def test_a_one_second_budget_ends_the_sweep_with_its_first_trial_and_says_how_lo
     assert 1 <= len(client.get_metric_history(trial.info.run_id, "val_accuracy")) < 200
 
 
-def test_checks_that_need_the_data_fail_before_any_run_exists(store):
+def test_checks_that_need_the_data_fail_before_any_run_exists(store, review_rows):
     """A sigmoid output for 3 classes (or callbacks that are not Keras callbacks) used to surface only
     once the sweep run and its reference run existed, leaving a FAILED sweep behind."""
     import textsweep

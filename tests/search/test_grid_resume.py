@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
-from conftest import write_sweep_file
 
 pytestmark = pytest.mark.e2e
 
@@ -20,52 +15,34 @@ GRID = {"embed_dim": {"values": [4, 8]}, "lstm_out": {"values": [4, 8]}}  # 4 po
 GRID_POINTS = {("4", "4"), ("4", "8"), ("8", "4"), ("8", "8")}
 
 
-def sweep_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "textsweep.cli", "sweep", "--config", str(config), "--quiet"]
+def sweep_arguments(config: Path) -> list[str]:
+    return ["sweep", "--config", str(config), "--quiet"]
 
 
-def sweep_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-
-
-def client_of(store: Path) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{store / 'mlruns' / 'mlflow.db'}")
-
-
-def trial_runs(store: Path, name: str) -> list:
-    if not (store / "mlruns" / "mlflow.db").exists():
-        return []
-    experiment = client_of(store).get_experiment_by_name(name)
-    if experiment is None:
-        return []
-    return client_of(store).search_runs([experiment.experiment_id], filter_string="tags.`textsweep.kind` = 'trial'")
-
-
-def trial_runs_while_running(store: Path, name: str) -> list:
+def started_store(store: Path, name: str) -> bool:
     # Not before the sweep has made the store: two processes creating its tables at once fail.
     # textsweep writes its resume state once the sweep run exists, so the store is made by then.
-    if not (store / "mlruns" / "tuner" / name / "textsweep_state.json").exists():
-        return []
-    return trial_runs(store, name)
+    return (store / "mlruns" / "tuner" / name / "textsweep_state.json").exists()
 
 
 def count(runs: list, status: str) -> int:
     return sum(run.info.status == status for run in runs)
 
 
-def test_killed_grid_sweep_resumes_to_exactly_its_full_grid(store, reviews_csv):
+def test_killed_grid_sweep_resumes_to_exactly_its_full_grid(
+        store, reviews_csv, client_of, run_textsweep, start_textsweep, trial_runs, write_sweep_file):
     config = write_sweep_file(
         store / "grid.yaml", name="grid", source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 3, "recurrent_dropout": 0.0},
         # A budget above the grid's size: the grid's own end must stop the search, with no point twice.
         search={"algorithm": "grid", "max_trials": 6, "space": GRID},
     )
-    sweep = subprocess.Popen(sweep_command(config), cwd=store, env=sweep_environment(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sweep = start_textsweep(sweep_arguments(config), store, stdout=subprocess.DEVNULL)
     # Two trials finished and the third running: KerasTuner saved both as COMPLETED (the third
     # trial's run only starts after the oracle recorded the second's end).
     deadline = time.monotonic() + 300
-    while not (count(runs := trial_runs_while_running(store, "grid"), "FINISHED") >= 2 and count(runs, "RUNNING") == 1):
+    while not (started_store(store, "grid") and count(runs := trial_runs(store, "grid"), "FINISHED") >= 2
+               and count(runs, "RUNNING") == 1):
         assert sweep.poll() is None, f"sweep exited early: {sweep.communicate()[1][-3000:]}"
         assert time.monotonic() < deadline, "timed out waiting for the second finished trial"
         time.sleep(0.3)
@@ -75,8 +52,7 @@ def test_killed_grid_sweep_resumes_to_exactly_its_full_grid(store, reviews_csv):
 
     # The same command resumes; before the fix the first rerun died with a KeyError in
     # GridSearchOracle and the second ended with half the grid. Once must be enough now.
-    rerun = subprocess.run(sweep_command(config), cwd=store, env=sweep_environment(),
-                           capture_output=True, text=True, timeout=600)
+    rerun = run_textsweep(sweep_arguments(config), store)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr and "(resumed)" in rerun.stdout
 
@@ -89,7 +65,6 @@ def test_killed_grid_sweep_resumes_to_exactly_its_full_grid(store, reviews_csv):
     assert len(parents) == 1 and client_of(store).get_run(parents.pop()).info.status == "FINISHED"
 
     # A further rerun has nothing left to do and runs no trial again.
-    again = subprocess.run(sweep_command(config), cwd=store, env=sweep_environment(),
-                           capture_output=True, text=True, timeout=600)
+    again = run_textsweep(sweep_arguments(config), store)
     assert again.returncode == 0, again.stderr[-3000:]
     assert count(trial_runs(store, "grid"), "FINISHED") == 4

@@ -16,19 +16,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, free_port, mlflow_server, write_sweep_file
-
 pytestmark = pytest.mark.e2e
 
 
-def sweep_env(uri: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
-    return env | {"MLFLOW_TRACKING_URI": uri} | extra
-
-
-def tiny_sweep(path: Path, source: Path, name: str, trials: int = 4, epochs: int = 1) -> Path:
-    return write_sweep_file(
-        path, name=name, source=str(source),
+@pytest.fixture
+def tiny_sweep(tmp_path, reviews_csv, write_sweep_file):
+    """`tiny_sweep(name, trials=4, epochs=1)`: a sweep file `<name>.yaml` over 600 reviews."""
+    return lambda name, trials=4, epochs=1: write_sweep_file(
+        tmp_path / f"{name}.yaml", name=name, source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": epochs, "recurrent_dropout": 0.0},
         search={"algorithm": "random", "max_trials": trials, "space": {
             "max_features": {"values": [200, 300, 400]}, "embed_dim": {"min": 4, "max": 16, "step": 4},
@@ -66,17 +61,17 @@ def assert_no_secret_logged(uri: str, name: str, secrets: list[str]) -> None:
     assert texts_read >= 2  # the sweep file and at least one tokenizer were really read
 
 
-def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, reviews_csv):
-    config = tiny_sweep(tmp_path / "dist.yaml", reviews_csv, "dist")
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as server_uri:
+def test_chief_and_two_workers_on_loopback_share_one_sweep_run(
+        tmp_path, clean_env, free_port, mlflow_server, start_textsweep, tiny_sweep):
+    config = tiny_sweep("dist")
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=clean_env(), artifacts=tmp_path / "artifacts") as server_uri:
         # credentials in the tracking URI and a Hub token in the environment must never be logged
         uri = server_uri.replace("http://", "http://alice:s3cret-pw@")
         oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()), "HF_TOKEN": "hf_s3cret_token"}
-        command = [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"]
 
         def start(tuner_id: str) -> subprocess.Popen:
-            return subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            return start_textsweep(["sweep", "--config", str(config), "--quiet"], tmp_path, MLFLOW_TRACKING_URI=uri,
+                                   KERASTUNER_TUNER_ID=tuner_id, **oracle)
 
         # Workers first, and the chief once both are ready: a worker slowed down by a loaded
         # machine would otherwise find every trial taken.
@@ -102,13 +97,12 @@ def test_chief_and_two_workers_on_loopback_share_one_sweep_run(tmp_path, reviews
         assert_no_secret_logged(server_uri, "dist", ["s3cret-pw", "hf_s3cret_token"])
 
 
-def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp_path, reviews_csv):
-    config = tiny_sweep(tmp_path / "loss.yaml", reviews_csv, "loss", trials=4, epochs=3)
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
-        launcher = subprocess.Popen(
-            [str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2"],
-            cwd=tmp_path, env=sweep_env(uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(
+        tmp_path, clean_env, mlflow_server, start_textsweep, tiny_sweep):
+    config = tiny_sweep("loss", trials=4, epochs=3)
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=clean_env(), artifacts=tmp_path / "artifacts") as uri:
+        launcher = start_textsweep(["sweep", "--config", str(config), "--workers", "2"], tmp_path,
+                                   stderr=subprocess.STDOUT, MLFLOW_TRACKING_URI=uri)
         client = MlflowClient(uri)
         deadline = time.monotonic() + 300
         victim = None
@@ -134,7 +128,7 @@ def test_a_dead_worker_s_trial_goes_to_the_survivor_and_the_budget_completes(tmp
 
 
 @pytest.fixture
-def postgres(tmp_path):
+def postgres(tmp_path, free_port):
     """A real PostgreSQL server on 127.0.0.1 (Debian's package, installed by .ci/run)."""
     bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
     if bindir is None or not (bindir / "initdb").exists():
@@ -169,11 +163,12 @@ def postgres(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, reviews_csv, postgres):
-    config = tiny_sweep(tmp_path / "pg.yaml", reviews_csv, "pg", trials=4)
-    with mlflow_server(postgres, tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
-        launcher = subprocess.run([str(BIN / "textsweep"), "sweep", "--config", str(config), "--workers", "2", "--quiet"],
-                                  cwd=tmp_path, env=sweep_env(uri), capture_output=True, text=True, timeout=600)
+def test_postgres_backed_server_with_two_concurrent_workers(
+        tmp_path, postgres, clean_env, mlflow_server, run_textsweep, tiny_sweep):
+    config = tiny_sweep("pg", trials=4)
+    with mlflow_server(postgres, tmp_path, env=clean_env(), artifacts=tmp_path / "artifacts") as uri:
+        launcher = run_textsweep(["sweep", "--config", str(config), "--workers", "2", "--quiet"], tmp_path,
+                                 MLFLOW_TRACKING_URI=uri)
         assert launcher.returncode == 0, launcher.stdout[-2000:] + launcher.stderr[-2000:]
         finished = assert_one_sweep_with_finished_trials(uri, "pg", 4)
         assert len({r.data.tags["textsweep.tuner_id"] for r in finished}) == 2
@@ -181,19 +176,19 @@ def test_postgres_backed_server_with_two_concurrent_workers(tmp_path, reviews_cs
             assert {"tokenizer", "learning_curves.png"} <= {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
 
 
-def test_a_remote_worker_that_stops_reporting_loses_its_trial_to_another(tmp_path, reviews_csv):
+def test_a_remote_worker_that_stops_reporting_loses_its_trial_to_another(
+        tmp_path, clean_env, free_port, mlflow_server, start_textsweep, tiny_sweep):
     """Workers started by hand (as on other hosts), one frozen with SIGSTOP mid-trial."""
-    config = tiny_sweep(tmp_path / "silent.yaml", reviews_csv, "silent", trials=4, epochs=3)
+    config = tiny_sweep("silent", trials=4, epochs=3)
     settings = yaml.safe_load(config.read_text())
     settings["search"]["worker_timeout"] = "20s"
     config.write_text(yaml.safe_dump(settings))
-    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=sweep_env(""), artifacts=tmp_path / "artifacts") as uri:
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, env=clean_env(), artifacts=tmp_path / "artifacts") as uri:
         oracle = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
-        command = [str(BIN / "textsweep"), "sweep", "--config", str(config), "--quiet"]
 
         def start(tuner_id: str) -> subprocess.Popen:
-            return subprocess.Popen(command, cwd=tmp_path, env=sweep_env(uri, KERASTUNER_TUNER_ID=tuner_id, **oracle),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            return start_textsweep(["sweep", "--config", str(config), "--quiet"], tmp_path, stderr=subprocess.STDOUT,
+                                   MLFLOW_TRACKING_URI=uri, KERASTUNER_TUNER_ID=tuner_id, **oracle)
 
         workers = {tuner_id: start(tuner_id) for tuner_id in ("tuner0", "tuner1")}
         for tuner_id, process in workers.items():

@@ -10,18 +10,16 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
-
 BENCHES = ["tracking_overhead", "throughput_vs_seed", "search_efficiency", "data_prep_share", "memory_growth", "subword_vs_word"]
 RATIO_LINE = re.compile(r"ratio.*?(\d+\.\d+)\s*$")
 
 
 @pytest.mark.parametrize("bench", BENCHES)
-def test_bench_smoke_ends_with_its_ratio(bench, tmp_path):
+def test_bench_smoke_ends_with_its_ratio(bench, tmp_path, project_root):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)}  # the benches' temporary stores land here
     result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "bench" / f"{bench}.py"), "--smoke"],
+        [sys.executable, str(project_root / "bench" / f"{bench}.py"), "--smoke"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -31,11 +29,11 @@ def test_bench_smoke_ends_with_its_ratio(bench, tmp_path):
     assert float(match.group(1)) > 0
 
 
-def test_gpu_check_smoke_reports_the_kernel_each_arm_ran_and_says_there_is_no_gpu(tmp_path):
+def test_gpu_check_smoke_reports_the_kernel_each_arm_ran_and_says_there_is_no_gpu(tmp_path, project_root):
     """`bench/gpu_check.py` unchanged on a CPU: the CPU arms, the tracked sweep, the JSON report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
     env |= {"TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "gpu_check.py"), "--smoke", "--json", "gpu.json"],
+    result = subprocess.run([sys.executable, str(project_root / "bench" / "gpu_check.py"), "--smoke", "--json", "gpu.json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -8,13 +8,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-
-from conftest import BIN, mlflow_server, review_rows, write_sweep_file
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -35,28 +32,16 @@ from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-def clean_env() -> dict[str, str]:
-    """This environment without MLflow's or KerasTuner's variables: the CLI uses its default store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KERASTUNER_"))}
-    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}"}
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(BIN / "textsweep"), *args], cwd=cwd, env=clean_env(),
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"textsweep {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, review_rows, write_sweep_file, run_textsweep):
     """A finished 3-trial sweep with its best trial promoted to `NAME@champion`, in tmp/mlruns."""
     root = tmp_path_factory.mktemp("ui")
     source = root / "reviews_csv.csv"
     review_rows(600).to_csv(source, index=False)
     config = write_sweep_file(root / "sweep.yaml", name=NAME, source=str(source))  # 3 trials of 2 epochs
-    cli("sweep", "--config", str(config), "--quiet", cwd=root)
-    cli("promote", "--config", str(config), cwd=root)
+    for command in (["sweep", "--config", str(config), "--quiet"], ["promote", "--config", str(config)]):
+        result = run_textsweep(command, root)
+        assert result.returncode == 0, f"textsweep {' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
     from mlflow.tracking import MlflowClient
 
@@ -74,7 +59,7 @@ def sweep(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(sweep):
+def server(sweep, mlflow_server, clean_env):
     """`mlflow server` on the sweep's store; run artifacts are file:// URIs it reads directly."""
     root = sweep["root"]
     with mlflow_server(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", root, env=clean_env()) as url:

@@ -7,15 +7,13 @@ import pytest
 from nbclient import NotebookClient
 from mlflow.tracking import MlflowClient
 
-from conftest import PROJECT_ROOT
-
 pytestmark = pytest.mark.e2e
 
 
-def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
+def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch, project_root):
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(name, raising=False)
-    notebook = nbformat.read(PROJECT_ROOT / "docs" / "quickstart.ipynb", as_version=4)
+    notebook = nbformat.read(project_root / "docs" / "quickstart.ipynb", as_version=4)
     NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     outputs = {i: cell.get("outputs", []) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
