@@ -192,16 +192,17 @@ def client_of():
 @pytest.fixture(scope="session")
 def trial_runs(client_of):
     """`trial_runs(directory, name)`: the trial runs of sweep `name` in the folder's store; none
-    while the store or the experiment does not exist yet (a sweep still starting)."""
+    before the sweep has made its store and its sweep run (a sweep still starting)."""
 
     def runs(directory: Path, name: str) -> list:
-        if not (directory / "mlruns" / "mlflow.db").exists():
+        # Not before: a client opening the store while the sweep creates its tables runs MLflow's
+        # migrations too, and one of the two fails. textsweep writes its resume state once the
+        # sweep run exists, so the store is made by then.
+        if not (directory / "mlruns" / "tuner" / name / "textsweep_state.json").exists():
             return []
         client = client_of(directory)
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return []
-        return client.search_runs([experiment.experiment_id], filter_string="tags.`textsweep.kind` = 'trial'")
+        experiment = client.get_experiment_by_name(name).experiment_id
+        return client.search_runs([experiment], filter_string="tags.`textsweep.kind` = 'trial'")
 
     return runs
 

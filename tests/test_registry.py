@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -323,8 +324,9 @@ def race_file(registry: Registry, source: SweepConfig, model_name: str) -> Path:
 
 def promote_twice_at_once(start_textsweep, sweep_file: Path) -> list[tuple[int, str, str]]:
     """Two real `textsweep promote` processes on one store, started together: (rc, stdout, stderr) each."""
-    # run in the registry's folder: its default store is the one the registry fixture uses
-    processes = [start_textsweep(["promote", "--config", str(sweep_file)], sweep_file.parent) for _ in range(2)]
+    store = os.environ["MLFLOW_TRACKING_URI"]  # the registry fixture's store
+    processes = [start_textsweep(["promote", "--config", str(sweep_file)], sweep_file.parent, MLFLOW_TRACKING_URI=store)
+                 for _ in range(2)]
     outputs = [process.communicate(timeout=600) for process in processes]
     return [(process.returncode, out, err) for process, (out, err) in zip(processes, outputs)]
 
