@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from textsweep import search, tracking
+from textsweep import tracking
 from textsweep.config import SweepConfig, load_config, params_with, parse_config
 from textsweep.data import PreparedData, load_data, prepare
 from textsweep.errors import ConfigError, DataError, RegistryError, SweepError
@@ -284,6 +284,8 @@ def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool =
     client = tracking.connect()
     prepared, encoded = prepare_data(config, data)  # once: every trial only caps ids and pads
     check_model_fits_data(config, prepared)
+    from textsweep import search  # KerasTuner loads TensorFlow (seconds): only once the inputs are good
+
     directory = tracking.tuner_directory(config.name, sweep_file)
     started = time.monotonic()
     with environment(search.local_chief_environment() if workers else {}):
@@ -327,6 +329,8 @@ def resumed_sweep_run(client: Any, config: SweepConfig, directory: Path, identit
                       restart: bool) -> str | None:
     """The sweep run this run resumes, or None for a new sweep: the saved tuner state must hold the
     same search and data (search.resume_state) and belong to a run this store holds."""
+    from textsweep import search
+
     state = search.resume_state(directory, identity, config.name, restart=restart)
     if state is None:
         return None
@@ -339,6 +343,8 @@ def join_sweep_as_worker(
     *, quiet: bool, callbacks: Sequence[Any], stream: Any,
 ) -> SweepResult:
     """A worker: pull trials from the chief's oracle, each logged under the chief's sweep run."""
+    from textsweep import search
+
     started = time.monotonic()
     experiment = tracking.experiment_id(client, config.name)
     chief = search.oracle_address()

@@ -103,16 +103,17 @@ class SweepTuner(kt.Tuner):
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         start = self._started.pop(trial.trial_id)
         model = self._trained.pop(trial.trial_id, None)
-        objective = self.oracle.objective.name
-        score = self.oracle.get_trial(trial.trial_id).metrics.get_best_value(objective)
         completed = trial.status == kt.engine.trial.TrialStatus.COMPLETED
+        # A trial that failed before its first epoch has no objective metric at all to ask for.
+        objective = self.oracle.objective.name
+        score = self.oracle.get_trial(trial.trial_id).metrics.get_best_value(objective) if completed else None
         if completed and model is not None:
             # The best epoch's weights (KerasTuner's checkpoint; no public name for its file),
             # loaded into the trained model rather than through `Tuner.load_model`, which rebuilds it.
             model.load_weights(self._get_checkpoint_fname(trial.trial_id))
         # Not the oracle's answer now: it holds this trial COMPLETED but not yet scored, which its
         # ranking cannot sort. The best seen at the last epoch, or this trial if it is better.
-        best = self.better(self._best_seen.pop(trial.trial_id, None), (trial.trial_id, score) if completed and score is not None else None)
+        best = self.better(self._best_seen.pop(trial.trial_id, None), (trial.trial_id, score) if score is not None else None)
         # Before KerasTuner records the trial (super): a process that dies between the two runs
         # the trial again on resume, and tracking supersedes the run it had finished.
         self.emit("trial_ends", TrialEnd(start, trial.status, trial.message, score, model if completed else None, best))
