@@ -14,7 +14,6 @@ import pytest
 import requests
 import yaml
 
-from conftest import BIN, http_server, review_rows, use_own_store, write_sweep_file
 from textsweep import api
 from textsweep.config import parse_config
 from textsweep.errors import ConfigError
@@ -49,7 +48,7 @@ def test_the_tokenizer_is_searched_by_name_and_fitted_at_the_largest_max_feature
 
 
 @pytest.fixture(scope="module")
-def promoted(tmp_path_factory):
+def promoted(review_rows, use_own_store, write_sweep_file, venv_bin, tmp_path_factory):
     """A 2-trial subword sweep on embedded reviews, promoted to `rt-subword@champion` by the CLI."""
     directory = tmp_path_factory.mktemp("subword")
     with pytest.MonkeyPatch.context() as patch:
@@ -63,10 +62,10 @@ def promoted(tmp_path_factory):
             search={"algorithm": "random", "max_trials": 2, "space": {"max_features": {"values": [250, 400]}}},
             registry={"model_name": MODEL_NAME},
         )
-        environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        environment = os.environ | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
         outputs = []
         for command in (["sweep", "--quiet"], ["promote"]):
-            result = subprocess.run([str(BIN / "textsweep"), *command, "--config", str(sweep_file)], cwd=directory,
+            result = subprocess.run([str(venv_bin / "textsweep"), *command, "--config", str(sweep_file)], cwd=directory,
                                     env=environment, capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
             outputs.append(result.stdout)
@@ -108,7 +107,7 @@ def test_the_promoted_subword_model_is_code_json_and_keras_not_a_pickle(promoted
     assert any(line.startswith("tokenizers==") for line in requirements), requirements
 
 
-def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_it(promoted):
+def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_it(http_server, venv_bin, promoted):
     directory, _ = promoted
     version = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
     trial_run = mlflow.get_run(version.tags["textsweep.trial_run_id"])
@@ -116,8 +115,8 @@ def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_i
     texts = ["A wonderful, moving film!", "dull, lifeless and far too long", "", "unwatchableness"]
     expected = trial.predict(texts)
 
-    environment = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
+    environment = os.environ | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(venv_bin / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local",
                "--host", "127.0.0.1", "-p", "{port}"]
     with http_server(command, cwd=directory, env=environment, ready_path="/ping", log=directory / "serve.log") as url:
         answer = requests.post(f"{url}/invocations", json={"inputs": {"text": texts}}, timeout=60)
@@ -129,7 +128,7 @@ def test_a_served_subword_model_answers_raw_text_over_http_as_its_trial_scores_i
     assert refused.status_code == 400 and "row 1 is missing" in refused.json()["message"]
 
 
-def test_a_training_run_with_the_subword_tokenizer_logs_it_beside_its_test_accuracy(tmp_path, monkeypatch):
+def test_a_training_run_with_the_subword_tokenizer_logs_it_beside_its_test_accuracy(review_rows, use_own_store, tmp_path, monkeypatch):
     use_own_store(monkeypatch, tmp_path)
     config = {"name": "rt-subword-train", "data": {"source": "mem", "cleaning": "unicode"},
               "defaults": {"tokenizer": "subword", "max_features": 500, "embed_dim": 8, "lstm_out": 8, "batch_size": 32,

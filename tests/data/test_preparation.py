@@ -5,7 +5,6 @@ import pytest
 from textsweep.config import DataConfig
 from textsweep.data import clean_texts, prepare
 from textsweep.errors import DataError
-from conftest import review_rows
 
 
 def test_cleaning_keeps_seed_a_quirks():
@@ -18,7 +17,7 @@ def frame(texts, labels):
     return pd.DataFrame({"text": texts, "label": labels})
 
 
-def test_duplicates_are_dropped_before_the_split_so_no_text_is_in_two_splits():
+def test_duplicates_are_dropped_before_the_split_so_no_text_is_in_two_splits(review_rows):
     rows = review_rows(1500)
     doubled = pd.concat([rows, rows.assign(text=rows["text"].str.upper())])  # same text after lowercasing
     data = prepare(doubled, DataConfig(source="mem"))
@@ -28,7 +27,7 @@ def test_duplicates_are_dropped_before_the_split_so_no_text_is_in_two_splits():
     assert len(train) + len(val) + len(test) == data.stats["rows_used"]
 
 
-def test_split_is_stratified_seeded_and_fingerprinted():
+def test_split_is_stratified_seeded_and_fingerprinted(review_rows):
     rows = review_rows(1000)
     a, b = prepare(rows, DataConfig(source="mem")), prepare(rows, DataConfig(source="mem"))
     assert a.fingerprint == b.fingerprint and a.test.texts == b.test.texts
@@ -45,9 +44,14 @@ def test_empty_texts_are_dropped_and_limit_applies_after_a_seeded_shuffle():
     assert "" not in data.train.texts + data.val.texts + data.test.texts
 
 
-def three_class_rows(n=600):
-    rows = review_rows(n)
-    return rows.assign(label=[("negative", "neutral", "positive")[i % 3] for i in range(n)])
+@pytest.fixture
+def three_class_rows(review_rows):
+    """`three_class_rows(n)`: `n` reviews labelled negative, neutral, positive in turn."""
+
+    def rows(n=600):
+        return review_rows(n).assign(label=[("negative", "neutral", "positive")[i % 3] for i in range(n)])
+
+    return rows
 
 
 def labels_as_classes(data, split="train"):
@@ -55,7 +59,7 @@ def labels_as_classes(data, split="train"):
     return [data.classes[i] for i in part.labels]
 
 
-def test_string_labels_are_classes_in_sorted_order():
+def test_string_labels_are_classes_in_sorted_order(three_class_rows):
     rows = three_class_rows()
     data = prepare(rows, DataConfig(source="mem"))
     assert data.classes == ["negative", "neutral", "positive"]
@@ -66,7 +70,7 @@ def test_string_labels_are_classes_in_sorted_order():
     assert {name: int(np.sum(data.test.labels == i)) for i, name in enumerate(data.classes)}["neutral"] > 50
 
 
-def test_data_classes_fixes_the_order():
+def test_data_classes_fixes_the_order(three_class_rows):
     data = prepare(three_class_rows(), DataConfig(source="mem", classes=["positive", "neutral", "negative"]))
     assert data.classes == ["positive", "neutral", "negative"]
     sorted_order = prepare(three_class_rows(), DataConfig(source="mem"))
@@ -88,7 +92,7 @@ def test_label_map_gives_class_indices_and_names_each_class_by_its_first_key():
     assert labels_as_classes(data).count("pos") == labels_as_classes(data).count("neg")
 
 
-def test_zero_one_and_boolean_labels_are_used_as_they_are():
+def test_zero_one_and_boolean_labels_are_used_as_they_are(review_rows):
     rows = review_rows(400)
     ints = prepare(rows, DataConfig(source="mem"))
     assert ints.classes == [0, 1] and ints.cleaning == "unicode"
@@ -99,7 +103,7 @@ def test_zero_one_and_boolean_labels_are_used_as_they_are():
     assert labels_as_classes(booleans, "val") == [bool(label) for label in labels_as_classes(ints, "val")]
 
 
-def test_a_class_too_small_for_every_split_is_named_with_its_count():
+def test_a_class_too_small_for_every_split_is_named_with_its_count(three_class_rows):
     rows = three_class_rows(300)
     rows.loc[rows["label"] == "neutral", "label"] = "negative"
     rows.loc[0, "label"] = "neutral"
@@ -182,7 +186,7 @@ def test_label_map_number_keys_match_labels_by_text_and_name_the_classes_as_writ
     assert spelled.fingerprint == numbers.fingerprint
 
 
-def test_a_dataframe_mixing_1_and_string_1_trains_one_class_and_mlflow_holds_two_classes(store):
+def test_a_dataframe_mixing_1_and_string_1_trains_one_class_and_mlflow_holds_two_classes(review_rows, store):
     import json
 
     import mlflow

@@ -5,10 +5,9 @@ import pytest
 from textsweep.config import DataConfig
 from textsweep.data import download_from_hub, load_data, read_embedded_imdb
 from textsweep.errors import DataError
-from conftest import review_rows
 
 
-def test_file_errors(tmp_path):
+def test_file_errors(review_rows, tmp_path):
     with pytest.raises(DataError, match="not found; set data.source"):
         load_data(DataConfig(source=str(tmp_path / "missing.csv")))
     review_rows(50).to_csv(tmp_path / "reviews.csv", index=False)
@@ -27,7 +26,7 @@ def test_file_errors(tmp_path):
         load_data(DataConfig(source=str(tmp_path / "x.json")))
 
 
-def test_tsv_and_parquet_sources(tmp_path):
+def test_tsv_and_parquet_sources(review_rows, tmp_path):
     rows = review_rows(300)
     rows.to_csv(tmp_path / "d.tsv", sep="\t", index=False)
     rows.to_parquet(tmp_path / "d.parquet")
@@ -56,7 +55,7 @@ def test_hub_offline_with_nothing_cached_names_the_alternatives(tmp_path, monkey
         load_data(DataConfig(source="hf://datasets/adkhamboy/sentiment-uz/sentiment_uz.csv"))
 
 
-def test_hub_file_in_the_cache_is_used_offline(tmp_path, monkeypatch):
+def test_hub_file_in_the_cache_is_used_offline(review_rows, tmp_path, monkeypatch):
     # huggingface_hub's cache layout: datasets--<owner>--<repo>/{refs/main, snapshots/<commit>/<file>}
     cache = tmp_path / "hub"
     repo = cache / "datasets--adkhamboy--sentiment-uz"

@@ -6,7 +6,6 @@ import pytest
 from textsweep.config import DataConfig, TrainingParams
 from textsweep.data import PreparedData, Split, clean_texts, prepare
 from textsweep.text import SubwordTokenizer, encode_splits, split_words
-from conftest import review_rows
 
 
 def split_of(texts, labels):
@@ -22,7 +21,7 @@ def encoded_with(train_texts):
     return encode_splits(data)
 
 
-def test_one_huge_row_does_not_set_every_rows_padded_length():
+def test_one_huge_row_does_not_set_every_rows_padded_length(review_rows):
     texts = clean_texts(review_rows(237)["text"], "unicode").tolist()
     huge = "abcdef " * 28_571  # ~200,000 characters, 28,571 words
     encoded = encoded_with([huge, *texts])
@@ -37,7 +36,7 @@ def test_one_huge_row_does_not_set_every_rows_padded_length():
     assert encoded.maxlen_for(TrainingParams(max_features=2000, maxlen=30_000)) == 30_000
 
 
-def test_padded_length_is_the_longest_when_no_text_stands_out():
+def test_padded_length_is_the_longest_when_no_text_stands_out(review_rows):
     texts = clean_texts(review_rows(500)["text"], "unicode").tolist()
     encoded = encoded_with(texts)
     assert encoded.resolve_maxlen(2000, None) == encoded.longest(2000) == max(len(split_words(t)) for t in texts)
@@ -52,20 +51,21 @@ def test_vocabulary_carries_the_datas_classes_and_cleaning_and_caps_max_features
     assert encoded.vocabulary.capped(3, maxlen=2).classes == ("neg", "pos")
 
 
-def encoded_slice():
+@pytest.fixture(scope="module")
+def encoded_slice(review_rows):
     return encode_splits(prepare(review_rows(800), DataConfig(source="mem")))
 
 
-def test_dataset_without_buckets_is_exactly_the_padded_arrays():
-    encoded = encoded_slice()
+def test_dataset_without_buckets_is_exactly_the_padded_arrays(encoded_slice):
+    encoded = encoded_slice
     x, y = encoded.arrays("train", 300, 20)
     batches = list(encoded.dataset("train", 300, 20, batch_size=64).as_numpy_iterator())
     assert np.array_equal(np.concatenate([b[0] for b in batches]), x)
     assert np.array_equal(np.concatenate([b[1] for b in batches]), y)
 
 
-def test_length_buckets_pre_pad_each_batch_to_its_longest_text_and_keep_every_text_once():
-    encoded = encoded_slice()
+def test_length_buckets_pre_pad_each_batch_to_its_longest_text_and_keep_every_text_once(encoded_slice):
+    encoded = encoded_slice
     capped = [seq[seq < 300][-20:] for seq in encoded.train]
     dataset = encoded.dataset("train", 300, 20, batch_size=32, length_buckets=True)
     batches = list(dataset.as_numpy_iterator())
@@ -82,7 +82,7 @@ def test_length_buckets_pre_pad_each_batch_to_its_longest_text_and_keep_every_te
     assert np.mean([ids.shape[1] for ids, _ in batches]) < 20  # shorter than full padding
 
 
-def test_splits_are_encoded_once_per_max_features_below_the_cap():
+def test_splits_are_encoded_once_per_max_features_below_the_cap(review_rows):
     data = prepare(review_rows(400, seed=2), DataConfig(source="mem", cleaning="unicode"))
     encoded = encode_splits(data, subword_size=900)
     assert encoded.vocabulary_sizes() == {"word": encoded.vocabulary.size, "subword": 900}

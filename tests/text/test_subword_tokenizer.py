@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from conftest import review_rows
 from textsweep.data import clean_texts
 from textsweep.text import SUBWORD_FORMAT, SubwordTokenizer, Vocabulary, fit_subword, fit_vocabulary, load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def review_texts() -> list[str]:
+def review_texts(review_rows) -> list[str]:
     rows = review_rows(1500, seed=3)
     return clean_texts(rows["text"], "unicode").tolist()
 

@@ -5,7 +5,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import review_rows
 from textsweep.data import clean_texts
 from textsweep.text import SubwordTokenizer, Tokenizer, Vocabulary, fit_subword, fit_vocabulary, load_tokenizer, pad
 
@@ -14,7 +13,7 @@ def test_padding_and_truncation_are_pre_with_zero():
     assert pad([np.array([1, 3]), np.array([4, 5, 6, 7, 8])], 4).tolist() == [[0, 0, 1, 3], [5, 6, 7, 8]]
 
 
-def test_both_tokenizers_satisfy_the_protocol_as_load_tokenizer_returns_them():
+def test_both_tokenizers_satisfy_the_protocol_as_load_tokenizer_returns_them(review_rows):
     texts = clean_texts(review_rows(600, seed=5)["text"], "unicode").tolist()
     fitted = {
         Vocabulary: replace(fit_vocabulary(texts), classes=("neg", "pos"), cleaning="unicode"),

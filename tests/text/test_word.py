@@ -2,7 +2,6 @@ import pytest
 
 from textsweep.data import clean_texts
 from textsweep.text import Vocabulary, fit_vocabulary, split_words
-from conftest import review_rows
 
 TEXTS = ["the cat sat", "the dog sat down", "a cat! the end"]
 
@@ -48,7 +47,7 @@ def test_a_vocabulary_saved_before_classes_were_kept_is_seed_a_binary():
 
 
 @pytest.mark.parametrize("cleaning", ["seed_a", "unicode"])
-def test_matches_the_keras_2_tokenizer_on_real_data(cleaning):
+def test_matches_the_keras_2_tokenizer_on_real_data(review_rows, cleaning):
     legacy = pytest.importorskip("tf_keras.preprocessing.text")
     texts = clean_texts(review_rows(3000)["text"], cleaning).tolist()
     tokenizer = legacy.Tokenizer(num_words=500, split=" ")
