@@ -20,7 +20,7 @@ on a CPU and also runs the sweep part there in one process (the test suite runs 
 
     python bench/gpu_check.py                 # on a GPU host: a few minutes
     python bench/gpu_check.py --json gpu.json
-    python bench/gpu_check.py --smoke         # seconds, any machine (tests/test_bench_smoke.py)
+    python bench/gpu_check.py --smoke         # seconds, any machine (tests/e2e/test_bench_smoke.py)
 """
 
 from __future__ import annotations
