@@ -31,19 +31,6 @@ BIN = Path(sys.executable).parent  # the venv running the tests: mlflow, textswe
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (`--dist loadgroup`, pyproject's addopts), the tests of a module that
-    share a module-scoped fixture (a sweep, a registry, a server) run on one worker, in file
-    order: the fixture is built once, and tests that read what an earlier one left still find it."""
-    for item in items:
-        # No public accessor gives an item's fixture definitions; `_fixtureinfo` is what pytest's
-        # own `--fixtures-per-test` reads.
-        info = getattr(item, "_fixtureinfo", None)
-        if info and any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 # ---------------------------------------------------------------- data and sweep files
 
 
