@@ -73,6 +73,11 @@ def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_t
     """SIGTERM is what kill, timeout, docker stop and schedulers send: handled like Ctrl-C, and the
     exit code says which it was (128 + the signal's number, the shell's convention)."""
     config = slow_sweep_file("interrupted")
+    # A budget no machine finishes while this test polls: the signal always meets a running trial
+    # (with 3 trials, a loaded machine could end the sweep between the poll and the signal).
+    settings = yaml.safe_load(config.read_text())
+    settings["search"]["max_trials"] = 100
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     sweep = start_sweep(config, store)
     wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
     sweep.send_signal(stop)
