@@ -43,6 +43,7 @@ print(json.dumps({{
     "best_run_id": result.best_run_id, "best_params": result.best_params,
     "labels": predictions["label"].tolist(), "probabilities": predictions["probability"].tolist(),
     "texts": predictions["text"].tolist(), "version": promotion.version, "served": served["label"].tolist(),
+    "chosen": promotion.chosen, "candidate_runs": {{c.kind: c.run_id for c in promotion.candidates}},
 }}))
 """
 
@@ -80,7 +81,9 @@ def test_a_notebook_sweeps_a_dataframe_and_gets_a_result_that_matches_mlflow(tmp
     assert out["texts"] == ["a wonderful , moving film", "dull and far too long"]
     assert set(out["labels"]) <= {0, 1} and all(0 <= p <= 1 for p in out["probabilities"])
     version = client.get_model_version("api-model", out["version"])
-    assert version.run_id == best.info.run_id and str(client.get_model_version_by_alias("api-model", "champion").version) == str(out["version"])
+    assert out["candidate_runs"]["lstm"] == best.info.run_id  # the best trial competed with the reference and blend
+    assert version.run_id == out["candidate_runs"][out["chosen"]] and version.tags["textsweep.candidate"] == out["chosen"]
+    assert str(client.get_model_version_by_alias("api-model", "champion").version) == str(out["version"])
     assert out["served"] == out["labels"][:1]  # the registered model labels like the trial's own
 
 

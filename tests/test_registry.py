@@ -48,7 +48,8 @@ def sweep_file(write_sweep_file, directory: Path, name: str, defaults: dict, *, 
         data={"source": "reviews.csv", "seed": data_seed},
         defaults=defaults,
         search={"algorithm": "random", "max_trials": trials, "space": {"embed_dim": {"values": [4, 8]}}},
-        registry={"model_name": MODEL_NAME},
+        # The trial, always: these tests are about registering and gating; test_candidates.py chooses.
+        registry={"model_name": MODEL_NAME, "candidates": ["lstm"]},
     )
 
 
@@ -296,7 +297,7 @@ def test_a_duplicate_registered_by_a_racing_promote_is_deleted(registry, first_p
     name, client = "rt-duplicates", MlflowClient()
     champion = client.get_model_version(MODEL_NAME, first_promotion.version)
 
-    def register_after_a_racer(client, config, trial, data, evaluation):
+    def register_after_a_racer(client, config, trial, data, candidate):
         client.create_registered_model(name)
         for _ in range(2):  # the racer's version first, then this promote's
             mine = client.create_model_version(name, source=champion.source, run_id=trial.run_id,
@@ -305,7 +306,8 @@ def test_a_duplicate_registered_by_a_racing_promote_is_deleted(registry, first_p
 
     monkeypatch.setattr(registry_module, "log_and_register", register_after_a_racer)
     config = registry.good.model_copy(update={"registry": registry.good.registry.model_copy(update={"model_name": name})})
-    kept, created = register_once(client, config, first_promotion.trial, None, None)
+    trial = first_promotion.trial
+    kept, created = register_once(client, config, trial, None, SimpleNamespace(kind="lstm", run_id=trial.run_id))
     assert (str(kept.version), created) == ("1", False)
     assert [str(v.version) for v in versions(name)] == ["1"]
 
@@ -316,7 +318,7 @@ def test_a_duplicate_registered_by_a_racing_promote_is_deleted(registry, first_p
 def race_file(registry: Registry, source: SweepConfig, model_name: str) -> Path:
     """`source`'s sweep file, registering under `model_name`."""
     directory = registry.good_file.parent
-    config = yaml.safe_load((directory / f"{source.name}.yaml").read_text()) | {"registry": {"model_name": model_name}}
+    config = yaml.safe_load((directory / f"{source.name}.yaml").read_text()) | {"registry": {"model_name": model_name, "candidates": ["lstm"]}}
     path = directory / f"{source.name}-{model_name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

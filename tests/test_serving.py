@@ -285,7 +285,7 @@ def served(tmp_path_factory, use_own_store, review_rows, write_sweep_file) -> Se
             defaults={"max_features": 300, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 1,
                       "recurrent_dropout": 0.0, "output": "softmax", "learning_rate": 0.01},
             search={"algorithm": "random", "max_trials": 1, "space": {"embed_dim": {"values": [8]}}},
-            registry={"model_name": MODEL_NAME},
+            registry={"model_name": MODEL_NAME, "candidates": ["lstm"]},  # the trial's model: what these tests serve
         )
         config = load_config(sweep_file)
         run_sweep(config, quiet=True)

@@ -60,7 +60,7 @@ def promoted(review_rows, use_own_store, write_sweep_file, venv_bin, tmp_path_fa
             defaults={"tokenizer": "subword", "max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32,
                       "epochs": 2, "recurrent_dropout": 0.0, "learning_rate": 0.01},
             search={"algorithm": "random", "max_trials": 2, "space": {"max_features": {"values": [250, 400]}}},
-            registry={"model_name": MODEL_NAME},
+            registry={"model_name": MODEL_NAME, "candidates": ["lstm"]},  # the subword trial itself
         )
         environment = os.environ | {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
         outputs = []

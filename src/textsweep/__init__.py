@@ -16,12 +16,13 @@ checks it; TensorFlow loads only when a job needs it)::
 
     cli.py                          argparse over api only
     api.py                          train, sweep, promote, load_model, and their results
-    registry.py                     choose, register, gate
+    registry.py                     choose the sweep, register, gate the alias
+    candidates.py                   the best trial, the reference, their blend: chosen on validation
     search/ | tracking/             KerasTuner | MLflow, neither importing the other: the search
                                     emits trial events to observers, tracking's among them
-    evaluation.py  reference.py     test metrics and figures; the linear reference
+    evaluation.py                   scores of class probabilities: metrics, the blend's weight, figures
     serving.py                      the registered model, raw text in (logged as code)
-    model.py                        the seeds' LSTM and its KerasTuner HyperModel
+    reference.py  model.py          the linear reference; the seeds' LSTM and its KerasTuner HyperModel
     layers.py  events.py            Keras layers; the trial events both sides speak
     text/                           tokenizers, encoded splits, the input pipeline
     data/                           sources, cleaning, splits, fingerprint

@@ -149,7 +149,7 @@ def load_model(uri: str) -> RawTextModel:
 
 def load_trial_model(experiment_id: str, run_id: str) -> RawTextModel:
     """A trial's own Keras model and tokenizer (no registry needed) as a raw-text classifier."""
-    from textsweep.registry import TrialChoice, trial_keras_model, trial_vocabulary
+    from textsweep.candidates import TrialChoice, trial_keras_model, trial_vocabulary
     from textsweep.serving import classify
     from textsweep.text import load_tokenizer
 

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=cmd_sweep)
 
     promote = commands.add_parser(
-        "promote", help="evaluate a sweep's best trial on the test split, register it, move the alias if it wins"
+        "promote", help="choose among the best trial, the linear reference and their blend on validation, register the winner, move the alias if it wins on test"
     )
     promote.add_argument("--config", default=DEFAULT_SWEEP_FILE, help=f"sweep file (default: {DEFAULT_SWEEP_FILE})")
     promote.add_argument(

@@ -341,6 +341,11 @@ class RegistryConfig(_Section):
     alias: str = "champion"
     # What the alias gate compares on the test split; test_f1_macro suits imbalanced classes.
     gate_metric: Literal["test_accuracy", "test_f1_macro"] = "test_accuracy"
+    # What promote chooses among, on the validation split (candidates.py): the best trial (`lstm`),
+    # the sweep's linear reference, and their blend. `[lstm]` for those who must ship an LSTM.
+    candidates: list[Literal["lstm", "reference", "blend"]] = Field(
+        default_factory=lambda: ["lstm", "reference", "blend"], min_length=1
+    )
 
     @model_validator(mode="after")
     def _mlflow_accepts_the_names(self) -> RegistryConfig:
@@ -355,6 +360,8 @@ class RegistryConfig(_Section):
             )
         if alias == CHALLENGER_ALIAS:
             raise ValueError(f"alias {alias!r} is what textsweep calls versions that lose the gate; use e.g. champion")
+        if len(set(self.candidates)) < len(self.candidates):
+            raise ValueError(f"candidates {self.candidates}: each kind once")
         return self
 
 

@@ -1,7 +1,7 @@
-"""A trial scored on the test split: metrics and figures, from raw test texts as they will be served.
+"""Scores of a model's class probabilities: test metrics, the validation score, the blend's weight, figures.
 
-Pure: no registry and no MLflow store. registry.py chooses the trial, loads its Keras model and
-tokenizer, logs what this module computes and gates on it.
+Pure: no registry and no MLflow store. candidates.py computes the probabilities through the
+serving code and logs what this module computes; registry.py gates on it.
 
 Any number of classes: the model's answers are a class-probability matrix (rows x classes), a
 sigmoid model's one column P(1) read as [1 - P, P] (serving.class_probabilities).
@@ -10,36 +10,13 @@ sigmoid model's one column P(1) read as [1 - P, P] (serving.class_probabilities)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from textsweep import serving
-from textsweep.data import PreparedData
-from textsweep.text import load_tokenizer
-
 # What evaluation_metrics names (per class: _<class index>); each is also a version tag textsweep.<name>.
 TEST_METRIC = re.compile(r"test_(accuracy|f1_macro|precision|recall|f1|roc_auc|precision_\d+|recall_\d+)")
 PER_CLASS_METRIC = re.compile(r"test_(precision|recall)_\d+")  # in the run and the tags, not the summary
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A trial scored on the test split, with the model and tokenizer that registering it needs."""
-
-    keras_model: Any
-    tokenizer_json: str  # word vocabulary or subword pieces, as the trial logged it
-    probabilities: np.ndarray  # rows x classes
-    metrics: dict[str, float]
-
-
-def evaluate(keras_model: Any, tokenizer_json: str, data: PreparedData) -> Evaluation:
-    """The model scored on `data`'s raw test texts, through the serving code: what is measured is what will be served."""
-    probabilities = serving.class_probabilities(keras_model, load_tokenizer(tokenizer_json), data.test.texts)
-    return Evaluation(keras_model, tokenizer_json, probabilities, evaluation_metrics(data.test.labels, probabilities))
 
 
 def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
@@ -81,6 +58,30 @@ def evaluation_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[st
     return {name: float(value) for name, value in metrics.items()}
 
 
+def validation_score(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """What candidates are chosen by on the validation split: the gate metric's validation twin."""
+    return gate_score(metric, labels, predicted_classes(probabilities), probabilities.shape[1])
+
+
+# The blend's weights tried: coarse on purpose, so the weight has little room to fit the
+# validation split's noise (one standard error of accuracy is ~0.8 points on 1,800 rows).
+BLEND_WEIGHTS = tuple(round(0.1 * step, 1) for step in range(1, 10))
+
+
+def blend_weight(labels: np.ndarray, lstm: np.ndarray, reference: np.ndarray) -> float:
+    """The trial's weight in `w * lstm + (1 - w) * reference` with the lowest validation log loss.
+
+    Log loss, not accuracy: a proper score that changes smoothly with the weight, where accuracy
+    moves in steps of one row and ties over wide ranges (stacking's usual choice).
+    """
+    from sklearn.metrics import log_loss
+
+    classes = list(range(lstm.shape[1]))
+    lstm = lstm / lstm.sum(axis=1, keepdims=True)  # a float32 softmax sums to 1 only within ~1e-7
+    losses = [log_loss(labels, w * lstm + (1 - w) * reference, labels=classes) for w in BLEND_WEIGHTS]
+    return BLEND_WEIGHTS[int(np.argmin(losses))]
+
+
 def gate_score(metric: str, labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
     """`registry.gate_metric` from labels alone: what a champion's served `label` column allows."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -93,27 +94,14 @@ def gate_score(metric: str, labels: np.ndarray, predicted: np.ndarray, classes: 
 # ---------------------------------------------------------------- figures (built on Figure, not pyplot: see plots.py)
 
 
-def evaluation_figures(labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[Any], title: str) -> dict[str, Figure]:
-    """The test split's figures by artifact name: a confusion matrix, and a ROC curve for two classes."""
-    figures = {"test_confusion_matrix.png": confusion_matrix_figure(labels, predicted_classes(probabilities), class_names, title)}
-    if probabilities.shape[1] == 2:
-        figures["test_roc_curve.png"] = roc_curve_figure(labels, probabilities[:, 1], title)
-    return figures
+def evaluation_figures(labels: np.ndarray, probabilities: np.ndarray, title: str) -> dict[str, Figure]:
+    """The figures MLflow's classifier evaluation cannot draw from a pyfunc model: the binary ROC curve.
 
-
-def confusion_matrix_figure(labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[Any], title: str) -> Figure:
-    """An n x n confusion matrix, rows the true classes, ticks the class names."""
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    size = max(4.5, 0.6 * len(class_names) + 2)
-    figure = Figure(figsize=(size, size - 0.5), layout="constrained")
-    ConfusionMatrixDisplay.from_predictions(
-        labels, predicted, labels=list(range(len(class_names))), display_labels=[str(c) for c in class_names],
-        cmap="Blues", colorbar=False, xticks_rotation="vertical" if len(class_names) > 4 else "horizontal",
-        ax=figure.subplots(),
-    )
-    figure.axes[0].set_title(title)
-    return figure
+    (Its confusion matrix needs only labels, and candidates.py has MLflow draw it.)
+    """
+    if probabilities.shape[1] != 2:
+        return {}
+    return {"test_roc_curve.png": roc_curve_figure(labels, probabilities[:, 1], title)}
 
 
 def roc_curve_figure(labels: np.ndarray, probability: np.ndarray, title: str) -> Figure:

@@ -8,6 +8,12 @@ It fits any text set prepare() returns: when no word appears in `word_min_df` tr
 script written without spaces makes each sentence one "word", and emoji-only texts have no word
 at all), the word features are left out, the character n-grams carry the model, and its params
 say so (`features: char`, with the reason in `word_features`).
+
+A promotion may register it (candidates.py): it is saved in skops' format, which stores the
+fitted vectorizers and coefficients as JSON and arrays and loads only the types it trusts, so a
+registered reference runs no pickled code. (MLflow's scikit-learn flavour writes skops too, but
+its loader refuses every format unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set, which would
+make serving the reference need a flag the LSTM does not.)
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import FeatureUnion, Pipeline
 
 from textsweep.data import PreparedData
+from textsweep.errors import RegistryError
 
 # Chosen on validation accuracy only (never test), on the Uzbek set (seed_a cleaning, 10,188
 # training texts) and 12,000 IMDB reviews. C: 1 beat 0.3, 2, 3, 10 and 30 on Uzbek (0.883 against
@@ -166,3 +173,32 @@ def versus_reference(reference: Mapping[str, float] | None, accuracy: float | No
     gap = accuracy - reference[f"{split}_accuracy"]
     verdict = f"beats it by {gap:+.4f}" if gap > 0 else "matches it" if gap == 0 else f"falls short of it by {-gap:.4f}"
     return f"{line}; {model} ({split}_accuracy {accuracy:.4f}) {verdict}"
+
+
+def reference_probabilities(pipeline: Pipeline, cleaned_texts: list[str], classes: int) -> np.ndarray:
+    """P(class i) of each cleaned text (rows x classes), in class-index order."""
+    if not cleaned_texts:
+        return np.empty((0, classes))
+    probabilities = pipeline.predict_proba(cleaned_texts)
+    # predict_proba's columns follow classifier.classes_: the training split's class indices,
+    # which a stratified split holds all of. Placed by index, so a missing class would read 0.
+    scores = np.zeros((len(cleaned_texts), classes))
+    scores[:, pipeline.classes_.astype(int)] = probabilities
+    return scores
+
+
+def save_reference(pipeline: Pipeline, path: str) -> None:
+    """The fitted pipeline in skops' format (no pickle)."""
+    import skops.io
+
+    skops.io.dump(pipeline, path)
+
+
+def load_reference(path: str) -> Pipeline:
+    """A pipeline save_reference wrote; refused when it holds a type skops does not trust by default."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(file=path)
+    if untrusted:  # save_reference never writes one: the file was changed or is not ours
+        raise RegistryError(f"{path} holds types textsweep does not load: {untrusted}")
+    return skops.io.load(path, trusted=[])

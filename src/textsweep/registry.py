@@ -1,30 +1,29 @@
-"""Promotion: choose a sweep's best trial, register it once, gate the alias.
+"""Promotion: choose the sweep's best model, register it once, gate the alias.
 
 `promote_if_better(config)` takes the latest FINISHED sweep run of the sweep file's experiment (or
-the one named) and its best FINISHED trial by `best_<objective>`; scores it on the **test split**,
-which the search never saw (evaluation.py), logging metrics and figures to the trial's run; logs
-it as the served pyfunc model (serving.py, raw text in) and registers it under
-`config.model_name`, tagged with its sweep run, trial, data fingerprint and test metrics; then
-moves the alias (`registry.alias`) to it only if it scores strictly higher on
+the one named) and its best FINISHED trial (by the mean over seeds where search.confirm ran, else
+by `best_<objective>`). candidates.py scores that trial, the sweep's linear reference and their
+blend on the validation split and chooses among those `registry.candidates` allows; every
+candidate is then scored on the **test split**, which nothing was chosen on, and logged to its
+run. The chosen one is logged as the served pyfunc model (serving.py, raw text in) and registered
+under `config.model_name`, tagged with its kind, sweep run, source run, data fingerprint and test
+metrics; the alias (`registry.alias`) moves to it only if it scores strictly higher on
 `registry.gate_metric` than the champion on the same test split (a tie keeps the champion; a
 loser gets `challenger`). A champion from other data (another fingerprint), or one without that
 metric recorded, is loaded and re-evaluated on the candidate's test split; those rows may have
 trained it, which can only flatter the champion: the gate errs towards keeping it.
 
-Idempotent: a trial already registered (version tag `textsweep.trial_run_id`) is not registered
-again; the gate is re-applied. Every check that can fail runs before the registry is written to.
+Idempotent: a candidate already registered (version tag `textsweep.trial_run_id` for a trial,
+`textsweep.candidate_run_id` for the others) is not registered again; the gate is re-applied.
+Every check that can fail runs before the registry is written to.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import mlflow
 import pandas as pd
@@ -34,35 +33,22 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from textsweep import serving
+from textsweep.candidates import (
+    Candidate, TrialChoice, log_evaluation, log_served_model, score_candidates, trial_parts, validation_metric,
+)
 from textsweep.config import CHALLENGER_ALIAS, SweepConfig
 from textsweep.data import PreparedData, load_data
 from textsweep.errors import RegistryError, option
-from textsweep.evaluation import PER_CLASS_METRIC, TEST_METRIC, Evaluation, evaluate, evaluation_figures, gate_score
+from textsweep.evaluation import PER_CLASS_METRIC, TEST_METRIC, gate_score
 from textsweep.reference import versus_reference
 from textsweep.tracking import (
-    KERAS_MODEL_NAME, TOKENIZER_FILE, TOKENIZER_FILES, connect, find_run, find_sweep_runs, leaderboard, redact,
+    connect, find_run, find_sweep_runs, leaderboard, redact,
     reference_run, sqlite_path, tracking_uri,
 )
-from textsweep.text import Vocabulary, load_tokenizer
 from textsweep.tracking.tags import (
-    TAG_CHAMPION_SCORE, TAG_FINGERPRINT, TAG_GATE, TAG_KIND, TAG_SWEEP_RUN, TAG_TEST_ROWS, TAG_TRIAL, TAG_TRIAL_RUN,
-    metric_tag,
+    TAG_CANDIDATE, TAG_CANDIDATE_RUN, TAG_CHAMPION_SCORE, TAG_FINGERPRINT, TAG_GATE, TAG_KIND, TAG_LSTM_WEIGHT,
+    TAG_SWEEP_RUN, TAG_TEST_ROWS, TAG_TRIAL, TAG_TRIAL_RUN, metric_tag,
 )
-
-PYFUNC_MODEL_NAME = "classifier"  # the served model, logged beside it in the trial's run
-
-
-@dataclass(frozen=True)
-class TrialChoice:
-    """The sweep's best finished trial."""
-
-    sweep_run_id: str
-    experiment_id: str
-    run_id: str
-    trial_id: str
-    objective: str
-    score: float
 
 
 @dataclass(frozen=True)
@@ -77,20 +63,23 @@ class Champion:
 
 @dataclass
 class PromotionResult:
-    """What a promotion did: the version, the alias it holds, and the evaluation behind it."""
+    """What a promotion did: the candidate chosen, the version, the alias it holds, and the evaluation behind it."""
 
     model_name: str
     version: str
     alias: str  # the alias the version holds after promotion: the configured one or `challenger`
     won: bool  # holds the configured alias
-    created: bool  # False: the trial was registered before (by this or another promote), no new version
+    created: bool  # False: the candidate was registered before (by this or another promote), no new version
     trial: TrialChoice
     data_fingerprint: str
-    test_metrics: dict[str, float]
+    test_metrics: dict[str, float]  # the chosen candidate's
     test_rows: int
     gate_metric: str  # what the gate compared: registry.gate_metric
     champion: Champion | None  # the alias holder it was compared with (None: there was none)
     gate: str  # why the alias went where it went
+    chosen: str = "lstm"  # the registered candidate's kind: lstm, reference or blend
+    candidates: list[CandidateScore] = field(default_factory=list)  # every candidate scored, best on validation first
+    val_rows: int = 0
     reference: dict[str, float] | None = None  # the sweep's linear reference's metrics (search.reference)
 
     @property
@@ -101,20 +90,65 @@ class PromotionResult:
         metrics = ", ".join(
             f"{name.removeprefix('test_')} {value:.4f}"
             for name, value in self.test_metrics.items()
-            if not PER_CLASS_METRIC.fullmatch(name)  # per class: in the trial's run
+            if not PER_CLASS_METRIC.fullmatch(name)  # per class: in the candidate's run
         )
         registered = "registered as" if self.created else "already registered as"
+        chosen = next((c for c in self.candidates if c.kind == self.chosen), None)
         return "\n".join(
             [
-                f"best trial {self.trial.trial_id} of sweep run {self.trial.sweep_run_id} "
-                f"({self.trial.objective} {self.trial.score:.4f}), on {self.test_rows} test rows: {metrics}",
-                f"{registered} {self.model_name!r} version {self.version} (trial run {self.trial.run_id})",
+                *self.choice_lines(),
+                f"{chosen.name if chosen else 'best trial ' + self.trial.trial_id} (sweep run {self.trial.sweep_run_id}), "
+                f"on {self.test_rows} test rows: {metrics}",
+                f"{registered} {self.model_name!r} version {self.version} ({self.chosen}, run {chosen.run_id if chosen else self.trial.run_id})",
                 f"alias @{self.alias} (gate: {self.gate_metric}): {self.gate}",
-                versus_reference(self.reference, self.test_metrics["test_accuracy"], split="test", model="this model"),
+                *self.reference_line(),
                 f"serve: mlflow models serve -m {self.model_uri} --env-manager local --host 127.0.0.1 -p 5001",
                 f'try:   textsweep predict --model {self.model_uri} "some text"',
             ]
         )
+
+    def reference_line(self) -> list[str]:
+        """The linear reference beside the registered model, where it was not a candidate itself."""
+        if any(c.kind == "reference" for c in self.candidates):
+            return []
+        return [versus_reference(self.reference, self.test_metrics["test_accuracy"], split="test", model="this model")]
+
+    def choice_lines(self) -> list[str]:
+        """The candidates as a small table, and which won by how much on validation."""
+        if not self.candidates:
+            return []
+        metric = validation_metric(self.gate_metric)
+        width = max(len(c.name) for c in self.candidates)
+        lines = [f"candidates, chosen on {self.val_rows} validation rows by {metric}; "
+                 f"test ({self.test_rows} rows) shown, never used to choose:"]
+        for candidate in self.candidates:
+            mark = "  <- chosen" if candidate.kind == self.chosen else ""
+            lines.append(f"  {candidate.name:<{width}}  {candidate.validation:<34}  "
+                         f"test_accuracy {candidate.test_accuracy:.4f}{mark}")
+        if len(self.candidates) > 1:
+            first, second = self.candidates[0], self.candidates[1]
+            lines.append(f"chosen: {first.kind}, {first.score - second.score:+.4f} on validation over {second.kind}"
+                         + (" (a tie goes to the simpler kind)" if first.score == second.score else ""))
+        else:
+            lines.append(f"chosen: {self.candidates[0].kind}, the only candidate (registry.candidates)")
+        return lines
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """One candidate as the summary shows it."""
+
+    kind: str
+    name: str
+    run_id: str
+    score: float  # what the choice compared
+    validation: str  # e.g. "val_accuracy 0.8612 ± 0.0030 over 3 seeds"
+    test_accuracy: float
+
+    @classmethod
+    def of(cls, candidate: Candidate, gate_metric: str) -> CandidateScore:
+        return cls(candidate.kind, candidate.name, candidate.run_id, candidate.choice_score,
+                   candidate.validation_text(validation_metric(gate_metric)), candidate.test_metrics["test_accuracy"])
 
 
 # ---------------------------------------------------------------- what to promote
@@ -165,9 +199,14 @@ def best_trial(client: MlflowClient, sweep: Run, default_objective: str) -> Tria
             f"sweep run {sweep.info.run_id} has no FINISHED trial with a {score} metric: nothing to "
             "promote. Resume the sweep (textsweep sweep --config <this file>) until a trial finishes"
         )
-    best = table.iloc[0]
+    best = table.iloc[0]  # the leaderboard puts trials confirmed over seeds first, by their mean
+    mean = best.get(f"mean_{objective}")
+    confirmed = mean is not None and not pd.isna(mean)
     return TrialChoice(
-        sweep.info.run_id, sweep.info.experiment_id, best["run_id"], str(best["trial_id"]), objective, float(best[score])
+        sweep.info.run_id, sweep.info.experiment_id, best["run_id"], str(best["trial_id"]), objective, float(best[score]),
+        mean=float(mean) if confirmed else None,
+        std=float(best[f"std_{objective}"]) if confirmed else None,
+        seeds=int(best["seeds"]) if confirmed and "seeds" in best and not pd.isna(best["seeds"]) else 1,
     )
 
 
@@ -185,9 +224,12 @@ def prepared_test_data(config: SweepConfig, sweep: Run, data: PreparedData | Non
     return data
 
 
-def registered_version(client: MlflowClient, model_name: str, trial_run_id: str) -> ModelVersion | None:
-    """The version of `model_name` registered from this trial run, if any."""
-    versions = client.search_model_versions(f"name = '{model_name}' and tags.`{TAG_TRIAL_RUN}` = '{trial_run_id}'")
+def registered_version(client: MlflowClient, model_name: str, run_id: str, kind: str = "lstm") -> ModelVersion | None:
+    """The version of `model_name` registered from this candidate's run, if any (a trial's: its trial run)."""
+    tag = TAG_TRIAL_RUN if kind == "lstm" else TAG_CANDIDATE_RUN
+    versions = client.search_model_versions(f"name = '{model_name}' and tags.`{tag}` = '{run_id}'")
+    if kind == "lstm":  # a blend's version names its trial too, under another tag; only the trial's own count
+        versions = [v for v in versions if v.tags.get(TAG_CANDIDATE, "lstm") == "lstm"]
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
@@ -203,40 +245,6 @@ def alias_holder(client: MlflowClient, model_name: str, alias: str) -> str | Non
 
 
 # ---------------------------------------------------------------- the trial's model, and the gate
-
-
-def trial_keras_model(trial: TrialChoice) -> Any:
-    """The Keras model the trial logged (its best epoch's weights)."""
-    models = mlflow.search_logged_models(
-        experiment_ids=[trial.experiment_id],
-        filter_string=f"source_run_id = '{trial.run_id}' AND name = '{KERAS_MODEL_NAME}'",
-        output_format="list",
-    )
-    if not models:
-        raise RegistryError(
-            f"trial run {trial.run_id} (trial {trial.trial_id}) has no logged Keras model {KERAS_MODEL_NAME!r}; "
-            f"it cannot be promoted. Re-run the sweep with {option('restart', True)}, or pass another {option('sweep_run_id')}"
-        )
-    from textsweep.layers import keep_legacy_lstms_off_cudnn  # also registers RightPaddedRNN for loading
-
-    return keep_legacy_lstms_off_cudnn(mlflow.tensorflow.load_model(f"models:/{models[0].model_id}"))
-
-
-def trial_vocabulary(trial: TrialChoice) -> str:
-    """The trial's tokenizer JSON (word vocabulary or subword pieces): capped at its max_features, with its maxlen."""
-    # Runs from before the subword tokenizer have no `tokenizer` param: they are word runs.
-    kind = mlflow.get_run(trial.run_id).data.params.get("tokenizer", "word")
-    path = TOKENIZER_FILES.get(kind, TOKENIZER_FILE)
-    try:
-        return mlflow.artifacts.load_text(f"runs:/{trial.run_id}/{path}")
-    except MlflowException as exc:
-        # A runs:/ download that finds nothing says RESOURCE_DOES_NOT_EXIST; other errors are not "no artifact".
-        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
-        raise RegistryError(
-            f"trial run {trial.run_id} (trial {trial.trial_id}) has no tokenizer artifact under tokenizer/; it cannot "
-            f"be promoted. Re-run the sweep with {option('restart', True)}, or pass another {option('sweep_run_id')}"
-        ) from None
 
 
 def recorded_metrics(version: ModelVersion, gate_metric: str) -> dict[str, float]:
@@ -293,66 +301,38 @@ def gate_outcome(metric: str, candidate: float, champion: Champion | None) -> tu
 # ---------------------------------------------------------------- registration
 
 
-def log_pyfunc_model(keras_model: Any, tokenizer_json: str, workdir: Path) -> Any:
-    """Log the trial as the served pyfunc model (serving.py, from code) in the trial's run."""
-    import textsweep
-
-    keras_path = workdir / "model.keras"
-    keras_model.save(keras_path)
-    tokenizer = load_tokenizer(tokenizer_json)
-    # A word vocabulary keeps the artifact name every earlier version has; subword pieces get their own.
-    artifact = serving.VOCABULARY_ARTIFACT if isinstance(tokenizer, Vocabulary) else serving.SUBWORD_ARTIFACT
-    tokenizer_path = workdir / f"{artifact}.json"
-    tokenizer_path.write_text(tokenizer_json, encoding="utf-8")
-    return mlflow.pyfunc.log_model(
-        name=PYFUNC_MODEL_NAME,
-        python_model=serving.__file__,  # a model from code: MLflow runs the file, nothing is pickled
-        code_paths=[str(Path(textsweep.__file__).parent)],  # the cleaning and tokenizers it imports
-        artifacts={artifact: str(tokenizer_path), serving.KERAS_MODEL_ARTIFACT: str(keras_path)},
-        signature=serving.signature(tokenizer.classes),
-        input_example=serving.INPUT_EXAMPLE,
-        pip_requirements=serving.pip_requirements(),
-    )
-
-
-def version_tags(trial: TrialChoice, data: PreparedData, metrics: dict[str, float]) -> dict[str, str]:
+def version_tags(trial: TrialChoice, candidate: Candidate, data: PreparedData) -> dict[str, str]:
+    source = {TAG_TRIAL_RUN: trial.run_id, TAG_TRIAL: trial.trial_id} if candidate.kind == "lstm" else {TAG_CANDIDATE_RUN: candidate.run_id}
+    if candidate.kind == "blend":
+        source |= {TAG_TRIAL: trial.trial_id, TAG_LSTM_WEIGHT: f"{candidate.lstm_weight:.1f}"}
     return {
+        TAG_CANDIDATE: candidate.kind,
         TAG_SWEEP_RUN: trial.sweep_run_id,
-        TAG_TRIAL_RUN: trial.run_id,
-        TAG_TRIAL: trial.trial_id,
+        **source,
         TAG_FINGERPRINT: data.fingerprint,
         TAG_TEST_ROWS: str(len(data.test.texts)),
         f"textsweep.best_{trial.objective}": f"{trial.score:.6g}",
-    } | {metric_tag(name): f"{value:.6g}" for name, value in metrics.items()}
+    } | {metric_tag(name): f"{value:.6g}" for name, value in candidate.test_metrics.items()}
 
 
 def log_and_register(
-    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, evaluation: Evaluation
+    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, candidate: Candidate
 ) -> ModelVersion:
-    """Log the test evaluation and the pyfunc model to the trial's run, then register a version."""
-    labels, metrics = data.test.labels, evaluation.metrics
-    title = f"trial {trial.trial_id}: test split ({len(labels)} rows)"
-    figures = evaluation_figures(labels, evaluation.probabilities, data.classes, title)
-    trained_until = client.get_run(trial.run_id).info.end_time
-    with tempfile.TemporaryDirectory() as workdir, mlflow.start_run(run_id=trial.run_id):
-        mlflow.log_metrics(metrics)
-        for artifact, figure in figures.items():
-            mlflow.log_figure(figure, artifact, save_kwargs={"dpi": 80})
-        model_info = log_pyfunc_model(evaluation.keras_model, evaluation.tokenizer_json, Path(workdir))
-    # Reopening the run moved its end to now; keep the trial's own duration in the UI.
-    client.set_terminated(trial.run_id, "FINISHED", end_time=trained_until)
+    """Log the candidate as the served pyfunc model in its run, then register a version."""
+    model_info = log_served_model(candidate, data)
     try:
         client.create_registered_model(config.model_name)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
+    metrics = candidate.test_metrics
     return client.create_model_version(
-        config.model_name, source=model_info.model_uri, run_id=trial.run_id, model_id=model_info.model_id,
-        tags=version_tags(trial, data, metrics),
+        config.model_name, source=model_info.model_uri, run_id=candidate.run_id, model_id=model_info.model_id,
+        tags=version_tags(trial, candidate, data),
         description=(
-            f"Trial {trial.trial_id} of sweep run {trial.sweep_run_id} (experiment {config.name!r}): "
-            f"test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_f1_macro']:.4f} "
-            f"on {len(labels)} rows of data {data.fingerprint}."
+            f"{candidate.name[:1].upper()}{candidate.name[1:]} of sweep run {trial.sweep_run_id} (experiment "
+            f"{config.name!r}): test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_f1_macro']:.4f} "
+            f"on {len(data.test.labels)} rows of data {data.fingerprint}."
         ),
     )
 
@@ -384,17 +364,17 @@ def promotion_lock(uri: str) -> Iterator[None]:
 
 
 def register_once(
-    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, evaluation: Evaluation
+    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, candidate: Candidate
 ) -> tuple[ModelVersion, bool]:
-    """The trial's one version, and whether this call created it (False: another promote did)."""
-    earlier = registered_version(client, config.model_name, trial.run_id)
+    """The candidate's one version, and whether this call created it (False: another promote did)."""
+    earlier = registered_version(client, config.model_name, candidate.run_id, candidate.kind)
     if earlier is not None:  # registered by another promote while this one evaluated
         return earlier, False
-    mine = log_and_register(client, config, trial, data, evaluation)
-    first = registered_version(client, config.model_name, trial.run_id)  # the oldest, ours included
+    mine = log_and_register(client, config, trial, data, candidate)
+    first = registered_version(client, config.model_name, candidate.run_id, candidate.kind)  # the oldest, ours included
     if first is not None and str(first.version) != str(mine.version):
         client.delete_model_version(config.model_name, mine.version)
-        if mine.model_id:  # the duplicate's pyfunc model in the trial's run
+        if mine.model_id:  # the duplicate's pyfunc model in the candidate's run
             client.delete_logged_model(mine.model_id)
         return first, False
     return mine, True
@@ -425,8 +405,8 @@ def apply_gate(
 
 
 def promote_if_better(config: SweepConfig, sweep_run_id: str | None = None, data: PreparedData | None = None) -> PromotionResult:
-    """Evaluate the sweep's best trial on the test split, register it once, and give it the alias if it
-    beats the champion (`challenger` if not).
+    """Choose among the sweep's candidates on validation, score them all on test, register the chosen one
+    once, and give it the alias if it beats the champion (`challenger` if not).
 
     `data`: the sweep's data prepared from a DataFrame (api.promote), instead of `data.source`.
     """
@@ -434,26 +414,34 @@ def promote_if_better(config: SweepConfig, sweep_run_id: str | None = None, data
     sweep = find_sweep_run(client, config, sweep_run_id)
     trial = best_trial(client, sweep, config.search.objective)
     data = prepared_test_data(config, sweep, data)
-    with promotion_lock(tracking_uri()):
-        result = register_and_gate(client, config, trial, data)
+    gate_metric, allowed = config.registry.gate_metric, config.registry.candidates
+    parts = trial_parts(trial, gate_metric) if {"lstm", "blend"} & set(allowed) else None
     reference = reference_run(client, sweep.info.experiment_id, sweep.info.run_id)
-    return result if reference is None else dataclasses.replace(result, reference=dict(reference.data.metrics))
+    with promotion_lock(tracking_uri()):  # the blend's run is found or made under it: one per trial and weight
+        candidates = score_candidates(client, allowed, gate_metric, sweep, parts, reference, data)
+        for candidate in candidates:
+            log_evaluation(client, candidate, data, gate_metric)
+        result = register_and_gate(client, config, trial, data, candidates[0])
+    result.candidates = [CandidateScore.of(c, gate_metric) for c in candidates]
+    result.val_rows = len(data.val.labels)
+    result.reference = None if reference is None else dict(reference.data.metrics)
+    return result
 
 
-def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData) -> PromotionResult:
-    """Register the trial once (or find it registered) and gate the alias on `registry.gate_metric`."""
+def register_and_gate(
+    client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, candidate: Candidate
+) -> PromotionResult:
+    """Register the candidate once (or find it registered) and gate the alias on `registry.gate_metric`."""
     model_name, alias, metric = config.model_name, config.registry.alias, config.registry.gate_metric
-    existing = registered_version(client, model_name, trial.run_id)
-    # Promoted before: reuse its recorded evaluation. Otherwise score it as it will be served.
-    evaluation = evaluate(trial_keras_model(trial), trial_vocabulary(trial), data) if existing is None else None
-    metrics = evaluation.metrics if evaluation is not None else recorded_metrics(existing, metric)
+    existing = registered_version(client, model_name, candidate.run_id, candidate.kind)
+    metrics = candidate.test_metrics
     holder = alias_holder(client, model_name, alias)
     checked = None if existing is None else str(existing.version)
     champion = champion_on_split(client, model_name, holder, data, metric) if holder not in (None, checked) else None
 
     # Everything that can fail has run; only now is the registry written to.
     if existing is None:
-        registered, created = register_once(client, config, trial, data, evaluation)
+        registered, created = register_once(client, config, trial, data, candidate)
     else:
         registered, created = existing, False
     version = str(registered.version)
@@ -468,5 +456,5 @@ def register_and_gate(client: MlflowClient, config: SweepConfig, trial: TrialCho
     return PromotionResult(
         model_name=model_name, version=version, alias=held, won=held == alias, created=created, trial=trial,
         data_fingerprint=data.fingerprint, test_metrics=metrics, test_rows=len(data.test.texts), gate_metric=metric,
-        champion=champion, gate=gate,
+        champion=champion, gate=gate, chosen=candidate.kind,
     )

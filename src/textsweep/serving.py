@@ -2,11 +2,17 @@
 
 Logged as a *model from code*: registry.py passes this very file as `python_model`, MLflow
 copies it into the model and runs it on load, and the `set_model` call at the bottom names the
-model it serves. Nothing of ours is pickled. The model holds two artifacts, the trial's
-tokenizer (`vocabulary.json` in text.Vocabulary's format for word trials, `subword_tokenizer.json`
-in text.SubwordTokenizer's for subword trials; either with its `max_features` cap and
-`maxlen`) and its Keras model (`.keras`, loaded with `safe_mode=True`), and it carries the
-`textsweep` package as code (`code_paths`) for the cleaning and encoding used in training.
+model it serves. Nothing of ours is pickled. It carries the `textsweep` package as code
+(`code_paths`) for the cleaning and encoding used in training, and one of three kinds of parts
+(candidates.py chooses which):
+- `lstm`, a trial: its tokenizer (`vocabulary.json` in text.Vocabulary's format for word trials,
+  `subword_tokenizer.json` in text.SubwordTokenizer's for subword trials; either with its
+  `max_features` cap and `maxlen`) and its Keras model (`.keras`, loaded with `safe_mode=True`);
+- `reference`, the sweep's linear reference (reference.py): its scikit-learn pipeline in skops'
+  format (`reference.skops`, loaded with no type trusted beyond skops' defaults: no pickle);
+- `blend`: both, their class probabilities averaged with the trial's weight (`served.json`).
+Models with a reference part hold `served.json`: their kind, classes, cleaning mode and the
+trial's weight. Every kind answers with the same columns.
 
 Input: a DataFrame with a string `text` column (or a Series named `text`); over HTTP any JSON
 format of MLflow's scoring server, e.g. `{"dataframe_split": {"columns": ["text"], "data":
@@ -57,12 +63,15 @@ from mlflow.types import ColSpec, Schema
 
 from textsweep.data import clean_texts
 from textsweep.errors import DataError
+from textsweep.reference import load_reference, reference_probabilities
 from textsweep.text import Tokenizer, load_tokenizer
 
 TEXT_COLUMN = "text"
 VOCABULARY_ARTIFACT = "vocabulary"
 SUBWORD_ARTIFACT = "subword_tokenizer"
 KERAS_MODEL_ARTIFACT = "keras_model"
+REFERENCE_ARTIFACT = "reference"  # reference.skops
+SERVED_ARTIFACT = "served"  # served.json: kind, classes, cleaning and the trial's weight of a model with a reference
 DECISION_THRESHOLD = 0.5
 PROBABILITY_PREFIX = "probability_"
 INPUT_EXAMPLE = pd.DataFrame({TEXT_COLUMN: ["Juda yaxshi ilova, menga yoqdi", "Отличный фильм!", ""]})
@@ -114,7 +123,7 @@ def pip_requirements() -> list[str]:
     """Exact versions of what the model imports: the textsweep code it carries needs the rest."""
     from importlib.metadata import version
 
-    packages = ("tensorflow", "keras", "mlflow", "pandas", "numpy", "scikit-learn", "pydantic", "pyyaml", "tokenizers")
+    packages = ("tensorflow", "keras", "mlflow", "pandas", "numpy", "scikit-learn", "pydantic", "pyyaml", "tokenizers", "skops")
     return [f"{package}=={version(package)}" for package in packages]
 
 
@@ -225,7 +234,7 @@ def class_probabilities(keras_model: Any, vocabulary: Tokenizer, texts: list[str
 
 
 def classify(keras_model: Any, vocabulary: Tokenizer, texts: list[str], *, per_class: bool = True) -> pd.DataFrame:
-    """Label and probabilities of each raw text (the module docstring's output).
+    """Label and probabilities of each raw text (the module docstring's output) by a trial's model.
 
     `per_class=False` gives a LEGACY model's answer: `label` and `probability` only.
     """
@@ -236,6 +245,11 @@ def classify(keras_model: Any, vocabulary: Tokenizer, texts: list[str], *, per_c
             f"the model has {scores.shape[-1]} outputs but its vocabulary lists {len(classes)} classes {classes}; "
             "register the trial's own model and vocabulary together"
         )
+    return answer(classes, scores, per_class=per_class)
+
+
+def answer(classes: list[Any], scores: np.ndarray, *, per_class: bool = True) -> pd.DataFrame:
+    """The served columns from a class-probability matrix (rows x classes): every kind answers alike."""
     if len(classes) == 2:
         probability = scores[:, 1]
         predicted = (probability > DECISION_THRESHOLD).astype(np.int64)
@@ -263,26 +277,66 @@ def saves_classes(vocabulary_json: str) -> bool:
 
 
 class TextClassifier(PythonModel):
-    """A trial's Keras model behind its vocabulary: raw texts in, labels and probabilities out."""
+    """A trial's Keras model behind its vocabulary, the linear reference, or both blended:
+    raw texts in, labels and probabilities out."""
 
     def load_context(self, context: Any) -> None:
+        artifacts = context.artifacts
+        served = json.loads(Path(artifacts[SERVED_ARTIFACT]).read_text(encoding="utf-8")) if SERVED_ARTIFACT in artifacts else {}
+        self.lstm_weight = float(served.get("lstm_weight", 1.0))
+        self.keras_model = self.vocabulary = self.reference = None
+        if KERAS_MODEL_ARTIFACT in artifacts:
+            self.load_trial(artifacts)
+        if REFERENCE_ARTIFACT in artifacts:
+            self.reference = load_reference(artifacts[REFERENCE_ARTIFACT])
+        self.classes = list(served["classes"]) if served else list(self.vocabulary.classes)
+        self.cleaning = served["cleaning"] if served else self.vocabulary.cleaning
+        self.per_class = bool(served) or self.saves_classes
+        _check_texts_in_scoring_server()
+
+    def load_trial(self, artifacts: dict[str, str]) -> None:
         import keras  # deferred: TensorFlow is loaded with the model, not with this module
 
-        artifact = SUBWORD_ARTIFACT if SUBWORD_ARTIFACT in context.artifacts else VOCABULARY_ARTIFACT
-        vocabulary_json = Path(context.artifacts[artifact]).read_text(encoding="utf-8")
+        artifact = SUBWORD_ARTIFACT if SUBWORD_ARTIFACT in artifacts else VOCABULARY_ARTIFACT
+        vocabulary_json = Path(artifacts[artifact]).read_text(encoding="utf-8")
         self.vocabulary = load_tokenizer(vocabulary_json)
-        self.per_class = saves_classes(vocabulary_json)
+        self.saves_classes = saves_classes(vocabulary_json)
         from textsweep.layers import keep_legacy_lstms_off_cudnn  # also registers RightPaddedRNN for loading
 
-        keras_model = keras.saving.load_model(context.artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
+        keras_model = keras.saving.load_model(artifacts[KERAS_MODEL_ARTIFACT], safe_mode=True)
         self.keras_model = keep_legacy_lstms_off_cudnn(keras_model)
-        _check_texts_in_scoring_server()
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """P(class i) of each raw text: the trial's, the reference's, or their weighted average."""
+        return blended_probabilities(
+            texts, keras_model=self.keras_model, vocabulary=self.vocabulary, reference=self.reference,
+            cleaning=self.cleaning, lstm_weight=self.lstm_weight, classes=len(self.classes),
+        )
 
     # `pd.DataFrame` is the hint MLflow infers no schema from: the logged signature (`signature`,
     # SIGNATURE for LEGACY models) is the schema, and with it MLflow hands over a DataFrame.
     # Called directly, a list of strings works too.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return classify(self.keras_model, self.vocabulary, texts_of(model_input), per_class=self.per_class)
+        texts = texts_of(model_input)
+        if self.reference is None:  # a trial's model answers as it always has (LEGACY ones too)
+            return classify(self.keras_model, self.vocabulary, texts, per_class=self.per_class)
+        return answer(self.classes, self.probabilities(texts))
+
+
+def blended_probabilities(texts: list[str], *, keras_model: Any = None, vocabulary: Tokenizer | None = None,
+                          reference: Any = None, cleaning: str = "", lstm_weight: float = 1.0, classes: int) -> np.ndarray:
+    """`lstm_weight` x the trial's probabilities + (1 - `lstm_weight`) x the reference's, of raw texts.
+
+    The one computation behind every served kind and the promotion's evaluation: what candidates.py
+    measures on validation and test is what the registered model answers.
+    """
+    scores = np.zeros((len(texts), classes))
+    if keras_model is not None and lstm_weight > 0:
+        scores += lstm_weight * class_probabilities(keras_model, vocabulary, texts)
+    if reference is not None and lstm_weight < 1:
+        cleaned = clean_texts(pd.Series(texts, dtype="object"), cleaning).tolist() if texts else []
+        scores += (1 - lstm_weight) * reference_probabilities(reference, cleaned, classes)
+    return scores
 
 
 # Models from code: MLflow runs this file on load and serves the model set here.

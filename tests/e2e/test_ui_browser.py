@@ -38,7 +38,8 @@ def sweep(tmp_path_factory, review_rows, write_sweep_file, run_textsweep):
     root = tmp_path_factory.mktemp("ui")
     source = root / "reviews_csv.csv"
     review_rows(600).to_csv(source, index=False)
-    config = write_sweep_file(root / "sweep.yaml", name=NAME, source=str(source))  # 3 trials of 2 epochs
+    # 3 trials of 2 epochs; the champion a trial (its run shows the tokenizer, curves and test figures)
+    config = write_sweep_file(root / "sweep.yaml", name=NAME, source=str(source), registry={"candidates": ["lstm"]})
     for command in (["sweep", "--config", str(config), "--quiet"], ["promote", "--config", str(config)]):
         result = run_textsweep(command, root)
         assert result.returncode == 0, f"textsweep {' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -4,11 +4,12 @@ Run layout (what the UI, promote and the tests read):
 - a job run (TAG_KIND `train` or `sweep`) in the experiment named by the sweep file's `name`;
 - per trial a nested run (`mlflow.parentRunId`, TAG_TRIAL, TAG_TUNER, TAG_KIND `trial`);
 - the sweep's linear reference, a nested run with TAG_KIND `reference`;
+- a promotion's blend of a trial and the reference, a nested run with TAG_KIND `blend`;
 - registered versions carry the sweep run, trial run, data fingerprint and test metrics.
 """
 
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: a trial's sweep run
-TAG_KIND = "textsweep.kind"  # train, sweep, trial or reference
+TAG_KIND = "textsweep.kind"  # train, sweep, trial, reference or blend
 TAG_VERSION = "textsweep.version"  # the textsweep version that wrote the run
 TAG_TRIAL = "textsweep.trial_id"  # KerasTuner's trial id (runs and model versions)
 TAG_TUNER = "textsweep.tuner_id"  # which process ran the trial (`tuner0`...: a worker)
@@ -31,7 +32,10 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 
 # Model versions (registry.py); each test metric is also a version tag `textsweep.<metric>`.
 TAG_SWEEP_RUN = "textsweep.sweep_run_id"
-TAG_TRIAL_RUN = "textsweep.trial_run_id"
+TAG_TRIAL_RUN = "textsweep.trial_run_id"  # a trial's version (and a blend run: its trial)
+TAG_CANDIDATE = "textsweep.candidate"  # what a version is: lstm (a trial), reference or blend (candidates.py)
+TAG_CANDIDATE_RUN = "textsweep.candidate_run_id"  # a reference or blend version's run
+TAG_LSTM_WEIGHT = "textsweep.lstm_weight"  # a blend version's weight on its trial
 TAG_FINGERPRINT = "textsweep.data_fingerprint"
 TAG_TEST_ROWS = "textsweep.test_rows"
 TAG_GATE = "textsweep.gate"
