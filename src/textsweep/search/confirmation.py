@@ -50,7 +50,7 @@ def confirm_top_trials(
     if confirm is None:
         return None
     oracle = tuner.oracle
-    top = [trial for trial in oracle.get_best_trials(confirm.top) if trial.score is not None]
+    top = best_trials(oracle, confirm.top)
     if not top:
         return None
 
@@ -93,6 +93,16 @@ def confirm_top_trials(
     end = ConfirmationEnd(tuple(confirmed), sum(len(t.seeds) - 1 for t in confirmed), len(rounds), stopped_by_time)
     emit("confirmation_ends", end)
     return end
+
+
+def best_trials(oracle: kt.Oracle, count: int) -> list[kt.engine.trial.Trial]:
+    """The `count` best finished trials by best_<objective>, ties to the earlier trial: the same
+    choice in every process (the oracle's own ranking leaves ties in the order it loaded its
+    trials, which a resume may change)."""
+    sign = -1 if oracle.objective.direction == "max" else 1
+    finished = [trial for trial in oracle.trials.values()
+                if trial.status == kt.engine.trial.TrialStatus.COMPLETED and trial.score is not None]
+    return sorted(finished, key=lambda trial: (sign * trial.score, int(trial.trial_id)))[:count]
 
 
 def run_execution(
