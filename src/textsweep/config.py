@@ -263,7 +263,7 @@ class ConfirmConfig(_Section):
     """search.confirm: after the search, the top `top` trials (by best_<objective>) are trained
     again with seeds + 1, + 2, ... until each has `seeds` executions, the original included, and
     the leaderboard ranks them by the mean. A small validation split's noise (one standard error
-    is ~0.8 points at 3,000 rows) exceeds the gaps between the top trials: the mean picks better.
+    of an accuracy can be ~0.8 points) exceeds the gaps between the top trials: the mean picks better.
 
     `when`: `always` (what a `confirm: {...}` section in a sweep file means), `never`
     (`confirm: false`), or `auto` (the default): on only when it at most doubles the search,

@@ -1,7 +1,7 @@
 """Confirmation (search.confirm): after the search, the top trials trained again with other seeds.
 
 The search ranks trials by one training each on a small validation split, whose noise (one
-standard error ~0.8 points at 3,000 rows) exceeds the gaps between the top trials. Each of the
+standard error of an accuracy can be ~0.8 points) exceeds the gaps between the top trials. Each of the
 top `confirm.top` trials (by best_<objective>) is trained again until it has `confirm.seeds`
 executions, its original one included, with seeds `trial seed + 1, + 2, ...`; the mean over them
 ranks it (tracking's leaderboard).
