@@ -26,7 +26,7 @@ from textsweep.data import PreparedData, load_data, prepare
 from textsweep.errors import ConfigError, DataError, RegistryError, SweepError
 from textsweep.reference import versus_reference  # noqa: F401 (the CLI prints it: cli.py reads api only)
 from textsweep.text import EncodedSplits, encode_splits
-from textsweep.tracking.tags import TAG_DEADLINE
+from textsweep.tracking.tags import MEAN_METRIC, SEEDS_METRIC, STD_METRIC, TAG_DEADLINE
 
 DATAFRAME_SOURCE = "dataframe"  # data.source logged for a DataFrame passed to the API
 ConfigLike = str | Path | Mapping | SweepConfig
@@ -173,13 +173,14 @@ class SweepResult:
     sweep_run_id: str
     experiment_id: str
     experiment_name: str
-    leaderboard: pd.DataFrame  # finished trials, best first
+    leaderboard: pd.DataFrame  # finished trials, best first (confirmed trials first, by their mean)
     resumed: bool
     elapsed_s: float
     role: str = "single"
     stopped_by: str | None = None  # "max_time" when search.max_time ended the search
     stop_reason: str | None = None  # then, in words: the budget, and how long an epoch and a trial take
     reference: dict[str, float] | None = None  # the linear reference's figures (search.reference)
+    confirmation: str | None = None  # what search.confirm did, in one line (None: it did not run)
     config: SweepConfig | None = field(default=None, repr=False)
     data: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -212,6 +213,41 @@ def where_to_browse(experiment_id: str) -> str:
     """Two lines: the store (without credentials), and how to open the experiment in the MLflow UI."""
     uri = tracking.tracking_uri()
     return f"store: {tracking.redact(uri)}\nbrowse: {tracking.ui_command(uri, experiment_id)}"
+
+
+def leaderboard_text(table: pd.DataFrame, objective: str, rows: int = 5) -> str:
+    """The top `rows` trials as printed by the sweep's summary and `textsweep runs`: a trial confirmed
+    over seeds (search.confirm) shows `mean ± std (n seeds)`, and a line says that the mean chose the best."""
+    mean, std = MEAN_METRIC.format(objective=objective), STD_METRIC.format(objective=objective)
+    shown = table.head(rows)
+    if mean not in table:
+        return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    confirmed = table[mean].notna()
+    if confirmed.any():
+        spread = [f"{m:.4f} ± {s:.4f} ({n} seeds)" if pd.notna(m) else "-"
+                  for m, s, n in zip(shown[mean], shown[std], shown[SEEDS_METRIC])]
+        shown = shown.drop(columns=[mean, std, SEEDS_METRIC])
+        shown.insert(shown.columns.get_loc(f"best_{objective}") + 1, f"{mean} ± std (seeds)", spread)
+    else:
+        shown = shown.drop(columns=[mean, std, SEEDS_METRIC])
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    if confirmed.any():
+        best = table.iloc[0]
+        text += (f"\nthe best trial is chosen by its {mean} over seeds (search.confirm), not by one seed's best_{objective}: "
+                 f"trial {best['trial_id']}, {best[mean]:.4f} ± {best[std]:.4f} over {best[SEEDS_METRIC]} seeds; "
+                 f"{int(confirmed.sum())} of {len(table)} trials confirmed, the others ranked below them by best_{objective}")
+    return text
+
+
+def chosen_accuracy(table: pd.DataFrame) -> tuple[float | None, str]:
+    """The chosen trial's validation accuracy to set against the linear reference: its mean when
+    confirmed over seeds, else its best epoch's; and how to name it."""
+    if table.empty or "best_val_accuracy" not in table:
+        return None, "the best trial"
+    best = table.iloc[0]
+    if pd.notna(best.get("mean_val_accuracy")):
+        return float(best["mean_val_accuracy"]), f"the best trial (mean over {best[SEEDS_METRIC]} seeds)"
+    return float(best["best_val_accuracy"]), "the best trial"
 
 
 def sweep_runs(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.DataFrame, dict[str, float] | None]:
@@ -317,11 +353,14 @@ def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool =
                                                   deadline=deadline, worker_env=worker_env, quiet=quiet, stream=stream)
                 else:
                     tuner = search.run_search(config, directory, encoded, observers, deadline=deadline, callbacks=callbacks)
+                # search.confirm: the top trials again with other seeds, here only (workers never do)
+                confirmation = search.confirm_top_trials(tuner, config, encoded, observers, deadline=deadline,
+                                                         callbacks=callbacks)
                 table, stop_reason = tracking.log_sweep_outcome(client, config, experiment, sweep_run_id, tuner.stopped_by_time)
     return SweepResult(
         sweep_run_id, experiment, config.name, table, bool(resume_id), time.monotonic() - started, role,
         stopped_by="max_time" if tuner.stopped_by_time else None, stop_reason=stop_reason, reference=reference,
-        config=config, data=data,
+        confirmation=search.confirmation_text(confirmation, config.search.objective), config=config, data=data,
     )
 
 

@@ -67,11 +67,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{len(table)} finished trials in {result.elapsed_s / 60:.1f} min" + (" (resumed)" if result.resumed else ""))
     if not table.empty:
         print("top trials:")
-        print(table.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(api.versus_reference(result.reference, best))
+        print(api.leaderboard_text(table, config.search.objective, 5))
+    accuracy, chosen = api.chosen_accuracy(table)
+    print(api.versus_reference(result.reference, accuracy, model=chosen))
     if result.stop_reason:
         print(result.stop_reason)
+    if result.confirmation:
+        print(result.confirmation)
     print(api.where_to_browse(result.experiment_id))
     if config.search.promote:
         print(result.promote().summary())
@@ -110,9 +112,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if "data_classes" in sweep.data.params:
         print(f"classes (label names, in output order): {sweep.data.params['data_classes']}")
     if not table.empty:
-        print(table.head(args.top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    best = float(table.iloc[0]["best_val_accuracy"]) if "best_val_accuracy" in table and not table.empty else None
-    print(api.versus_reference(reference, best))
+        print(api.leaderboard_text(table, sweep.data.params.get("objective", "val_accuracy"), args.top))
+    accuracy, chosen = api.chosen_accuracy(table)
+    print(api.versus_reference(reference, accuracy, model=chosen))
     return 0
 
 

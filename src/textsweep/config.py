@@ -259,6 +259,37 @@ class SpaceEntry(_Section):
         return self.model_copy(update={"min": min(self.min, value), "max": max(self.max, value)})
 
 
+class ConfirmConfig(_Section):
+    """search.confirm: after the search, the top `top` trials (by best_<objective>) are trained
+    again with seeds + 1, + 2, ... until each has `seeds` executions, the original included, and
+    the leaderboard ranks them by the mean. A small validation split's noise (one standard error
+    of an accuracy can be ~0.8 points) exceeds the gaps between the top trials: the mean picks better.
+
+    `when`: `always` (what a `confirm: {...}` section in a sweep file means), `never`
+    (`confirm: false`), or `auto` (the default): on only when it at most doubles the search,
+    i.e. search.max_trials >= top * (seeds - 1), so small sweeps cost what they did.
+    """
+
+    top: Integer = 3
+    seeds: Integer = 3
+    when: Literal["auto", "always", "never"] = "auto"
+
+    @field_validator("top")
+    @classmethod
+    def _top_is_a_trial_count(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"top is how many of the best trials to train again: 1 or more (got {value})")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_include_the_original(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"seeds counts a trial's executions, its original one included: 2 or more (got {value}); "
+                             "write `confirm: false` to turn confirmation off")
+        return value
+
+
 class SearchConfig(_Section):
     algorithm: Literal["random", "bayesian", "hyperband", "grid"] = "random"
     max_trials: Integer = Field(default=20, ge=1)
@@ -277,6 +308,20 @@ class SearchConfig(_Section):
     # A TF-IDF word + character n-gram logistic regression fitted on the same training split,
     # logged as one run in the sweep: what the LSTM trials have to beat.
     reference: bool = True
+    # Train the top trials again with other seeds and rank them by the mean (ConfirmConfig):
+    # `{top: 3, seeds: 3}` always, `false` never; left out, only where max_trials >= top * (seeds - 1).
+    confirm: ConfirmConfig = ConfirmConfig()
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _confirm_shorthand(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, bool):  # `confirm: false` turns it off; `true` runs it with top 3, seeds 3
+            return {"when": "always" if value else "never"}
+        if isinstance(value, dict):
+            return {"when": "always", **value}  # a section written out runs whatever the budget
+        raise ValueError(f"write false, true, or a section such as {{top: 3, seeds: 3}}; got {value!r}")
 
     @field_validator("max_time", "worker_timeout", mode="before")
     @classmethod
@@ -312,6 +357,14 @@ class SearchConfig(_Section):
     @property
     def max_time_seconds(self) -> float | None:
         return None if self.max_time is None else parse_duration(self.max_time)
+
+    @property
+    def confirmation(self) -> ConfirmConfig | None:
+        """The confirmation this sweep runs, or None: `confirm.when` resolved against the budget."""
+        confirm = self.confirm
+        if confirm.when == "never" or (confirm.when == "auto" and self.max_trials < confirm.top * (confirm.seeds - 1)):
+            return None
+        return confirm
 
     @model_validator(mode="after")
     def _known_params(self) -> SearchConfig:

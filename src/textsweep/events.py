@@ -10,6 +10,7 @@ below both sides, so that the search never names MLflow and tracking never impor
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,74 @@ class SearchEnd:
     completed: bool  # False: an error or Ctrl-C ended it
 
 
+# ---------------------------------------------------------------- confirmation (search.confirm)
+# After the search, the top trials are trained again with other seeds ("executions"), each one a
+# full training of the trial's hyperparameters; the mean over a trial's executions ranks it.
+
+
+@dataclass(frozen=True)
+class ConfirmationStart:
+    objective: str
+    trial_ids: tuple[str, ...]  # the trials to confirm, best first by best_<objective>
+    seeds: int  # executions per trial in all, the original one included
+    executions_left: int  # further executions still to run (a resume skips those finished)
+
+
+@dataclass(frozen=True)
+class ExecutionStart:
+    trial: TrialStart  # the trial it repeats; `trial.params` carry the execution's seed
+    seed: int  # the trial's seed + 1, + 2, ...
+
+    @property
+    def trial_id(self) -> str:
+        return self.trial.trial_id
+
+
+@dataclass(frozen=True)
+class ExecutionEpochEnd:
+    execution: ExecutionStart
+    epoch: int  # from 0
+    logs: dict[str, float]
+    out_of_time: bool = False  # search.max_time has passed: the execution stops after this epoch
+
+
+@dataclass(frozen=True)
+class ExecutionEnd:
+    execution: ExecutionStart
+    # COMPLETED (counted in the trial's mean), FAILED, or STOPPED: cut by search.max_time or
+    # interrupted; not counted (fewer epochs than the trial's), and run again on resume.
+    status: str
+    score: float | None  # COMPLETED: the best value of the objective over its epochs
+    message: str | None = None  # why it failed or stopped
+
+
+@dataclass(frozen=True)
+class TrialConfirmed:
+    """A trial's executions so far, the original first: what ranks it."""
+
+    trial_id: str
+    seeds: tuple[int, ...]
+    scores: tuple[float, ...]  # best_<objective> of each execution, in `seeds` order
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def std(self) -> float:
+        # The sample standard deviation (n - 1): the spread one more seed would show, not that of
+        # these few seeds alone; 0.0 for a single execution.
+        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class ConfirmationEnd:
+    confirmed: tuple[TrialConfirmed, ...]
+    executions_done: int  # further executions finished, in this process and before it
+    executions_planned: int
+    stopped_by_time: bool  # search.max_time ended (or skipped) it: the means are over what was done
+
+
 class TrialObserver:
     """What the search calls on each observer; every method does nothing here, so an observer
     (tracking.MlflowTrialObserver, search.ProgressBar) defines only the events it needs."""
@@ -99,3 +168,15 @@ class TrialObserver:
     def worker_lost(self, event: WorkerLost) -> None: ...
 
     def search_ends(self, event: SearchEnd) -> None: ...
+
+    def confirmation_begins(self, event: ConfirmationStart) -> None: ...
+
+    def execution_begins(self, execution: ExecutionStart) -> None: ...
+
+    def execution_epoch_ends(self, event: ExecutionEpochEnd) -> None: ...
+
+    def execution_ends(self, event: ExecutionEnd) -> None: ...
+
+    def trial_confirmed(self, event: TrialConfirmed) -> None: ...
+
+    def confirmation_ends(self, event: ConfirmationEnd) -> None: ...

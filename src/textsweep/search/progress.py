@@ -1,4 +1,5 @@
-"""The progress bar: one tqdm bar over the trial budget, and one line per finished trial."""
+"""The progress bar: one tqdm bar over the trial budget, and one line per finished trial; then,
+when the sweep confirms its top trials (search.confirm), one bar over the further executions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from textsweep.events import EpochEnd, SearchEnd, SearchStart, TrialEnd, TrialObserver, TrialStart
+from textsweep.events import (
+    ConfirmationEnd, ConfirmationStart, EpochEnd, ExecutionEnd, ExecutionEpochEnd, ExecutionStart, SearchEnd,
+    SearchStart, TrialConfirmed, TrialEnd, TrialObserver, TrialStart,
+)
 
 
 class ProgressBar(TrialObserver):
@@ -102,3 +106,48 @@ class ProgressBar(TrialObserver):
         if self._deadline is not None:  # the wall-clock budget may end the sweep first
             eta = max(min(eta, self._deadline - time.time()), 0)
         return f" | ETA {tqdm.format_interval(eta)}"
+
+    # ------------------------------------------------------------ confirmation (search.confirm)
+
+    def confirmation_begins(self, event: ConfirmationStart) -> None:
+        self._objective = event.objective
+        self._say(f"confirming trials {', '.join(f'[{trial_id}]' for trial_id in event.trial_ids)} with {event.seeds} seeds each: "
+                  f"{event.executions_left} further execution{'' if event.executions_left == 1 else 's'} to run")
+        terminal = shutil.get_terminal_size()
+        self._bar = tqdm(total=event.executions_left, file=self.stream, disable=True if self.quiet else None,
+                         ncols=terminal.columns, nrows=terminal.lines, unit="execution",
+                         bar_format="{desc} {percentage:3.0f}%|{bar:16}| [{elapsed}<{remaining}]{postfix}")
+
+    def execution_begins(self, execution: ExecutionStart) -> None:
+        self._execution_started = time.monotonic()
+        self._execution_progress = 0.0
+        self._label = f"trial [{execution.trial_id}] seed {execution.seed}"  # [id], as the best trial is shown
+        self._bar.set_description_str(f"confirming {self._label}", refresh=False)
+        self._bar.set_postfix_str("starting")
+
+    def execution_epoch_ends(self, event: ExecutionEpochEnd) -> None:
+        epochs = event.execution.trial.epochs
+        value = event.logs.get(self._objective)
+        shown = f" {self._objective} {value:.4f}" if value is not None else ""
+        stopping = " | time budget reached, stopping" if event.out_of_time else ""
+        self._bar.set_postfix_str(f"epoch {event.epoch + 1}/{epochs}{shown}{stopping}", refresh=False)
+        progress = (event.epoch + 1) / max(epochs, 1)
+        self._bar.update(progress - self._execution_progress)
+        self._execution_progress = progress
+
+    def execution_ends(self, event: ExecutionEnd) -> None:
+        elapsed = time.monotonic() - self._execution_started
+        self._bar.update(1 - self._execution_progress)
+        outcome = (f"{self._objective} {event.score:.4f}" if event.status == "COMPLETED"
+                   else f"{event.status}: {(event.message or '?').strip().splitlines()[-1]}"[:200])
+        self._say(f"{self._label} | done {outcome} in {tqdm.format_interval(elapsed)}")
+
+    def trial_confirmed(self, event: TrialConfirmed) -> None:
+        self._say(f"trial [{event.trial_id}]: mean {self._objective} {event.mean:.4f} ± {event.std:.4f} "
+                  f"over {len(event.scores)} seeds ({', '.join(f'{score:.4f}' for score in event.scores)})")
+
+    def confirmation_ends(self, event: ConfirmationEnd) -> None:
+        self._bar.close()
+        if event.stopped_by_time:
+            self._say(f"search.max_time ended confirmation after {event.executions_done} of "
+                      f"{event.executions_planned} further executions")

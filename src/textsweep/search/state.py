@@ -26,7 +26,7 @@ STATE_FILE = "textsweep_state.json"
 
 # May change between runs of the same sweep: the budget (extend a sweep, in trials or time),
 # what happens at its end, and when it gives up.
-RESUMABLE_CHANGES = {"promote", "max_consecutive_failures", "max_trials", "max_time", "worker_timeout", "reference"}
+RESUMABLE_CHANGES = {"promote", "max_consecutive_failures", "max_trials", "max_time", "worker_timeout", "reference", "confirm"}
 
 
 def _searched(config: SweepConfig) -> tuple[dict[str, Any], dict[str, Any]]:

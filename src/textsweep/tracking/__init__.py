@@ -14,7 +14,7 @@ from textsweep.tracking.artifacts import (
 )
 from textsweep.tracking.observer import MlflowTrialObserver
 from textsweep.tracking.queries import (
-    check_state_store, chief_sweep_run, count_trial_runs, epoch_seconds, find_run, find_sweep_runs,
+    check_state_store, chief_sweep_run, count_trial_runs, epoch_seconds, execution_runs, find_run, find_sweep_runs,
     kill_running_trial_runs, leaderboard, no_finished_trial, reference_run, supersede_earlier_runs,
     state_owner, sweep_leaderboard, time_budget_reason,
 )

@@ -16,7 +16,10 @@ from mlflow.tracking import MlflowClient
 from textsweep.config import NAMED_PARAMS, SWEPT_PARAMS, SweepConfig
 from textsweep.errors import SweepError, TrackingError, option
 from textsweep.tracking.store import connect, redact, tracking_uri
-from textsweep.tracking.tags import TAG_FAILURE, TAG_KIND, TAG_ORACLE, TAG_PARENT, TAG_TRIAL, TAG_TUNER
+from textsweep.tracking.tags import (
+    KIND_EXECUTION, MEAN_METRIC, SEEDS_METRIC, STD_METRIC, TAG_FAILURE, TAG_KIND, TAG_ORACLE, TAG_PARENT, TAG_SWEEP_RUN,
+    TAG_TRIAL, TAG_TUNER,
+)
 
 
 def param_column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -41,16 +44,55 @@ def leaderboard(client: MlflowClient, experiment: str, sweep_run_id: str, object
     metric = f"metrics.best_{objective}"
     if runs.empty or metric not in runs:
         return pd.DataFrame()
+    best, mean, std = f"best_{objective}", MEAN_METRIC.format(objective=objective), STD_METRIC.format(objective=objective)
+    missing = pd.Series(float("nan"), index=runs.index)
     table = pd.DataFrame(
         {
             "trial_id": runs[f"tags.{TAG_TRIAL}"],
             "run_id": runs["run_id"],
-            f"best_{objective}": runs[metric],
+            best: runs[metric],
+            # Confirmed trials only (search.confirm): over all their executions; NaN for the others.
+            mean: runs.get(f"metrics.{mean}", missing),
+            std: runs.get(f"metrics.{std}", missing),
+            SEEDS_METRIC: runs.get(f"metrics.{SEEDS_METRIC}", missing).astype("Int64"),
             **{name: param_column(runs, name) for name in SWEPT_PARAMS},
             "tuner_id": runs[f"tags.{TAG_TUNER}"],
         }
     )
-    return table.sort_values(f"best_{objective}", ascending=objective.endswith("loss")).reset_index(drop=True)
+    # Confirmed trials first, by their mean (what one seed's luck cannot lift), then the others by best.
+    ranked = table.assign(confirmed=table[mean].notna(), score=table[mean].fillna(table[best]))
+    ranked = ranked.sort_values(["confirmed", "score"], ascending=[False, objective.endswith("loss")], kind="stable")
+    return ranked.drop(columns=["confirmed", "score"]).reset_index(drop=True)
+
+
+def trial_run_id(client: MlflowClient, experiment: str, sweep_run_id: str, trial_id: str) -> str | None:
+    """The FINISHED run of one trial of the sweep."""
+    query = (f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_TRIAL}` = '{trial_id}' "
+             f"and tags.`{TAG_KIND}` = 'trial' and attributes.status = 'FINISHED'")
+    runs = client.search_runs([experiment], filter_string=query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def execution_runs(client: MlflowClient, experiment: str, sweep_run_id: str, *, trial_id: str | None = None,
+                   seed: int | None = None, status: str | None = None) -> list[Any]:
+    """The sweep's execution runs (search.confirm): all, or one trial's, one seed's, in one status."""
+    query = f"tags.`{TAG_SWEEP_RUN}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = '{KIND_EXECUTION}'"
+    if trial_id is not None:
+        query += f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
+    if seed is not None:
+        query += f" and params.seed = '{seed}'"
+    if status is not None:
+        query += f" and attributes.status = '{status}'"
+    return client.search_runs([experiment], filter_string=query)
+
+
+def end_execution_runs(client: MlflowClient, runs: list[Any], reason: str) -> int:
+    """End `runs` KILLED with `reason`: executions a dead process left RUNNING, or FINISHED ones it
+    never recorded (their execution runs again: one FINISHED run per trial and seed)."""
+    for run in runs:
+        client.set_tag(run.info.run_id, TAG_FAILURE, reason)
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(runs)
 
 
 def sweep_leaderboard(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.DataFrame]:

@@ -166,8 +166,10 @@ def log_sweep_summary(client: MlflowClient, config: SweepConfig, experiment: str
     table = leaderboard(client, experiment, sweep_run_id, objective)
     if table.empty:
         return table
-    best = table.iloc[0]
+    best = table.iloc[0]  # confirmed over seeds (search.confirm): the best mean
     mlflow.log_metric(f"best_{objective}", float(best[f"best_{objective}"]))
+    if pd.notna(best.get(f"mean_{objective}")):
+        mlflow.log_metric(f"mean_{objective}", float(best[f"mean_{objective}"]))
     mlflow.set_tags({TAG_BEST_TRIAL: best["trial_id"], TAG_BEST_RUN: best["run_id"]})
     mlflow.log_metric("trials_finished", len(table))
     mlflow.log_text(table.to_csv(index=False), "leaderboard.csv")

@@ -3,13 +3,17 @@
 Run layout (what the UI, promote and the tests read):
 - a job run (TAG_KIND `train` or `sweep`) in the experiment named by the sweep file's `name`;
 - per trial a nested run (`mlflow.parentRunId`, TAG_TRIAL, TAG_TUNER, TAG_KIND `trial`);
+- per further execution of a confirmed trial (search.confirm) a run nested under its trial's run
+  (TAG_KIND `execution`, TAG_TRIAL, TAG_SWEEP_RUN; params `seed`, `trial_id`); the trial run then
+  holds the metrics MEAN_METRIC, STD_METRIC (over all its executions) and SEEDS_METRIC;
 - the sweep's linear reference, a nested run with TAG_KIND `reference`;
 - a promotion's blend of a trial and the reference, a nested run with TAG_KIND `blend`;
 - registered versions carry the sweep run, trial run, data fingerprint and test metrics.
 """
 
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: a trial's sweep run
-TAG_KIND = "textsweep.kind"  # train, sweep, trial, reference or blend
+TAG_KIND = "textsweep.kind"  # train, sweep, trial, execution, reference or blend
+KIND_EXECUTION = "execution"  # a further execution of a trial with another seed (search.confirm)
 TAG_VERSION = "textsweep.version"  # the textsweep version that wrote the run
 TAG_TRIAL = "textsweep.trial_id"  # KerasTuner's trial id (runs and model versions)
 TAG_TUNER = "textsweep.tuner_id"  # which process ran the trial (`tuner0`...: a worker)
@@ -20,6 +24,10 @@ TAG_DEADLINE = "textsweep.deadline"  # the sweep's search.max_time as a Unix tim
 TAG_STOPPED_BY = "textsweep.stopped_by"  # what ended the search: `budget` (max_trials) or `max_time`
 TAG_ORACLE = "textsweep.oracle"  # a chief's oracle address, where its workers find the sweep run
 TAG_BEST_TRIAL, TAG_BEST_RUN = "textsweep.best_trial_id", "textsweep.best_run_id"  # on the sweep run
+TAG_CONFIRMATION = "textsweep.confirmation"  # on the sweep run: what search.confirm did, in one line
+# On a confirmed trial's run: its best_<objective> averaged over its executions (the original
+# included), their sample standard deviation, and how many executions the mean holds.
+MEAN_METRIC, STD_METRIC, SEEDS_METRIC = "mean_{objective}", "std_{objective}", "seeds"
 NOTE = "mlflow.note.content"  # MLflow's run description
 # Where a run ran (runs.environment_tags): device, GPUs, CPU and library versions, the code's commit.
 TAG_DEVICE, TAG_GPU_COUNT, TAG_GPU = "textsweep.device", "textsweep.gpu_count", "textsweep.gpu"
@@ -31,7 +39,7 @@ TAG_TENSORFLOW, TAG_KERAS = "textsweep.tensorflow_version", "textsweep.keras_ver
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 # Model versions (registry.py); each test metric is also a version tag `textsweep.<metric>`.
-TAG_SWEEP_RUN = "textsweep.sweep_run_id"
+TAG_SWEEP_RUN = "textsweep.sweep_run_id"  # also on execution runs, whose parent is their trial's run
 TAG_TRIAL_RUN = "textsweep.trial_run_id"  # a trial's version (and a blend run: its trial)
 TAG_CANDIDATE = "textsweep.candidate"  # what a version is: lstm (a trial), reference or blend (candidates.py)
 TAG_CANDIDATE_RUN = "textsweep.candidate_run_id"  # a reference or blend version's run
