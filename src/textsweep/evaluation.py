@@ -77,7 +77,8 @@ def blend_weight(labels: np.ndarray, lstm: np.ndarray, reference: np.ndarray) ->
     from sklearn.metrics import log_loss
 
     classes = list(range(lstm.shape[1]))
-    lstm = lstm / lstm.sum(axis=1, keepdims=True)  # a float32 softmax sums to 1 only within ~1e-7
+    # Float32 probabilities (a softmax, scikit-learn on float32 features) sum to 1 only within ~1e-7.
+    lstm, reference = (p / p.sum(axis=1, keepdims=True) for p in (lstm, reference))
     losses = [log_loss(labels, w * lstm + (1 - w) * reference, labels=classes) for w in BLEND_WEIGHTS]
     return BLEND_WEIGHTS[int(np.argmin(losses))]
 
