@@ -118,12 +118,12 @@ class PromotionResult:
         if not self.candidates:
             return []
         metric = validation_metric(self.gate_metric)
-        width = max(len(c.name) for c in self.candidates)
+        width, scores = max(len(c.name) for c in self.candidates), max(len(c.validation) for c in self.candidates)
         lines = [f"candidates, chosen on {self.val_rows} validation rows by {metric}; "
                  f"test ({self.test_rows} rows) shown, never used to choose:"]
         for candidate in self.candidates:
             mark = "  <- chosen" if candidate.kind == self.chosen else ""
-            lines.append(f"  {candidate.name:<{width}}  {candidate.validation:<34}  "
+            lines.append(f"  {candidate.name:<{width}}  {candidate.validation:<{scores}}  "
                          f"test_accuracy {candidate.test_accuracy:.4f}{mark}")
         if len(self.candidates) > 1:
             first, second = self.candidates[0], self.candidates[1]
@@ -315,6 +315,15 @@ def version_tags(trial: TrialChoice, candidate: Candidate, data: PreparedData) -
     } | {metric_tag(name): f"{value:.6g}" for name, value in candidate.test_metrics.items()}
 
 
+def version_subject(trial: TrialChoice, candidate: Candidate) -> str:
+    """What a version is, as its description opens: `Trial 3`, `The linear reference`, `A blend of ...`."""
+    if candidate.kind == "lstm":
+        return f"Trial {trial.trial_id}"
+    if candidate.kind == "reference":
+        return "The linear reference (TF-IDF word+char n-grams, logistic regression)"
+    return f"A blend of trial {trial.trial_id} ({candidate.lstm_weight:.1f}) and the linear reference ({1 - candidate.lstm_weight:.1f})"
+
+
 def log_and_register(
     client: MlflowClient, config: SweepConfig, trial: TrialChoice, data: PreparedData, candidate: Candidate
 ) -> ModelVersion:
@@ -330,7 +339,7 @@ def log_and_register(
         config.model_name, source=model_info.model_uri, run_id=candidate.run_id, model_id=model_info.model_id,
         tags=version_tags(trial, candidate, data),
         description=(
-            f"{candidate.name[:1].upper()}{candidate.name[1:]} of sweep run {trial.sweep_run_id} (experiment "
+            f"{version_subject(trial, candidate)} of sweep run {trial.sweep_run_id} (experiment "
             f"{config.name!r}): test accuracy {metrics['test_accuracy']:.4f}, macro-F1 {metrics['test_f1_macro']:.4f} "
             f"on {len(data.test.labels)} rows of data {data.fingerprint}."
         ),

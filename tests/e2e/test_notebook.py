@@ -28,4 +28,7 @@ def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch, pr
     experiment = client.get_experiment_by_name("notebook-quickstart")
     trials = client.search_runs([experiment.experiment_id], "tags.`textsweep.kind` = 'trial' and attributes.status = 'FINISHED'")
     assert len(trials) == 3
-    assert client.get_model_version_by_alias("notebook-sentiment", "champion").run_id in {t.info.run_id for t in trials}
+    # The champion is the candidate promote chose on validation: the best trial, the reference or their blend
+    champion = client.get_model_version_by_alias("notebook-sentiment", "champion")
+    kinds = {run.info.run_id: run.data.tags.get("textsweep.kind") for run in client.search_runs([experiment.experiment_id])}
+    assert {"trial": "lstm", "reference": "reference", "blend": "blend"}[kinds[champion.run_id]] == champion.tags["textsweep.candidate"]
