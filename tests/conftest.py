@@ -14,6 +14,7 @@ import importlib.resources
 import os
 import random
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -253,9 +254,16 @@ def start_textsweep():
 
     def start(arguments: list[str], cwd: Path, *, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **env: str):
         return subprocess.Popen([str(BIN / "textsweep"), *arguments], cwd=cwd, env=clean_env(**env),
-                                stdout=stdout, stderr=stderr, text=True)
+                                stdout=stdout, stderr=stderr, text=True, preexec_fn=as_in_a_terminal)
 
     return start
+
+
+def as_in_a_terminal() -> None:
+    """Ctrl-C's default action, as in a terminal's foreground job. A suite started in the background
+    (`cmd &` in a script) ignores SIGINT, its children inherit that, and Python then installs no
+    KeyboardInterrupt: a test that presses Ctrl-C would find a sweep that cannot hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

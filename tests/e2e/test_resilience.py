@@ -79,8 +79,7 @@ def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_t
     settings["search"]["max_trials"] = 100
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     sweep = start_sweep(config, store)
-    # Signalled inside training: a RUNNING trial that has logged its first epoch (of 3).
-    wait_for(lambda: any(r.info.status == "RUNNING" and "loss" in r.data.metrics for r in trial_runs(store, "interrupted")), sweep)
+    wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
     sweep.send_signal(stop)
     out, err = sweep.communicate(timeout=120)
     assert sweep.returncode == exit_code
