@@ -32,6 +32,21 @@ BIN = Path(sys.executable).parent  # the venv running the tests: mlflow, textswe
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+# ---------------------------------------------------------------- the order the two workers take files in
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with an `e2e` test first, each file's tests kept together and in order.
+
+    xdist's `loadfile` hands each worker a file at a time, in this order: the files of tens-of-seconds
+    tests go out first and the many quick files fill in at the end, so neither worker sits idle
+    while the other finishes a long file (its own default, the files with the most tests first,
+    left a 60-second browser or grid test for the end).
+    """
+    heavy_files = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in heavy_files)  # a stable sort: each file stays in order
+
+
 # ---------------------------------------------------------------- data and sweep files
 
 
