@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
@@ -31,18 +33,28 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
         time.sleep(0.5)
 
 
+def with_max_trials(config: Path, max_trials: int) -> Path:
+    """The sweep file with its trial budget set to `max_trials`, the rest of its search kept."""
+    settings = yaml.safe_load(config.read_text())
+    settings["search"]["max_trials"] = max_trials
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return config
+
+
 @pytest.fixture
 def slow_sweep_file(store, reviews_csv, write_sweep_file):
-    """`slow_sweep_file(name)`: the tiny sweep file with 3 epochs a trial, time to signal a running trial."""
-    return lambda name: write_sweep_file(
+    """`slow_sweep_file(name, max_trials)`: the tiny sweep file with 3 epochs a trial, time to signal a running trial."""
+    return lambda name, max_trials: with_max_trials(write_sweep_file(
         store / f"{name}.yaml", name=name, source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 32, "epochs": 3, "recurrent_dropout": 0.0},
-    )
+    ), max_trials)
 
 
 def test_kill_9_then_the_same_command_finishes_the_budget(
         store, reviews_csv, client_of, trial_runs, slow_sweep_file, start_sweep):
-    config = slow_sweep_file("killed")
+    # Two trials: the kill meets trial 0 finished and trial 1 running (3 epochs and its model's
+    # logging: seconds, against a poll every half second), and the rerun has that trial to finish.
+    config = slow_sweep_file("killed", max_trials=2)
     sweep = start_sweep(config, store)
     finished = lambda: any(r.info.status == "FINISHED" for r in trial_runs(store, "killed"))
     wait_for(lambda: finished() and any(r.info.status == "RUNNING" for r in trial_runs(store, "killed")), sweep)
@@ -55,12 +67,12 @@ def test_kill_9_then_the_same_command_finishes_the_budget(
     assert "(resumed)" in out
     runs = trial_runs(store, "killed")
     statuses = [r.info.status for r in runs]
-    assert statuses.count("FINISHED") == 3 and "RUNNING" not in statuses
+    assert statuses.count("FINISHED") == 2 and "RUNNING" not in statuses
     assert statuses.count("KILLED") + statuses.count("FAILED") <= 1
     done = [r for r in runs if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["textsweep.trial_id"] for r in done) == ["0", "1", "2"]
+    assert sorted(r.data.tags["textsweep.trial_id"] for r in done) == ["0", "1"]
     swept = ("max_features", "embed_dim", "lstm_out", "dropout", "batch_size")
-    assert len({tuple(r.data.params[p] for p in swept) for r in done}) == 3
+    assert len({tuple(r.data.params[p] for p in swept) for r in done}) == 2
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parents) == 1  # the same sweep run, reused
     client = client_of(store)
@@ -72,12 +84,9 @@ def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_t
         store, reviews_csv, stop, exit_code, client_of, trial_runs, slow_sweep_file, start_sweep):
     """SIGTERM is what kill, timeout, docker stop and schedulers send: handled like Ctrl-C, and the
     exit code says which it was (128 + the signal's number, the shell's convention)."""
-    config = slow_sweep_file("interrupted")
     # A budget no machine finishes while this test polls: the signal always meets a running trial
     # (with 3 trials, a loaded machine could end the sweep between the poll and the signal).
-    settings = yaml.safe_load(config.read_text())
-    settings["search"]["max_trials"] = 100
-    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    config = slow_sweep_file("interrupted", max_trials=100)
     sweep = start_sweep(config, store)
     wait_for(lambda: any(r.info.status == "RUNNING" for r in trial_runs(store, "interrupted")), sweep)
     sweep.send_signal(stop)
@@ -91,10 +100,14 @@ def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_t
 
 
 def test_changed_space_under_the_same_name_is_refused_until_restart(
-        store, reviews_csv, run_textsweep, trial_runs, write_sweep_file, start_sweep):
-    config = write_sweep_file(store / "a.yaml", name="same", source=str(reviews_csv))
-    first = start_sweep(config, store)
-    assert first.wait(timeout=600) == 0
+        store, reviews_csv, monkeypatch, run_textsweep, trial_runs, use_own_store, write_sweep_file, start_sweep):
+    import textsweep
+
+    # The first sweep only leaves a sweep's state behind (one trial is enough): run here, in
+    # this process; the refusal and the restart are the commands a user types.
+    config = with_max_trials(write_sweep_file(store / "a.yaml", name="same", source=str(reviews_csv)), 1)
+    use_own_store(monkeypatch, store)
+    assert len(textsweep.sweep(config, quiet=True).leaderboard) == 1
     changed = write_sweep_file(store / "b.yaml", name="same", source=str(reviews_csv),
                                search={"algorithm": "random", "max_trials": 1, "space": {"lstm_out": {"values": [4, 12]}}})
     refused = start_sweep(changed, store)
@@ -103,7 +116,7 @@ def test_changed_space_under_the_same_name_is_refused_until_restart(
     restarted = run_textsweep(["sweep", "--config", str(changed), "--quiet", "--restart"], store)
     assert restarted.returncode == 0, restarted.stderr[-2000:]
     statuses = [r.info.status for r in trial_runs(store, "same")]
-    assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3 + 1
+    assert "RUNNING" not in statuses and statuses.count("FINISHED") == 1 + 1  # the first sweep's trial is kept
 
 
 class FailsByConstruction:
@@ -161,11 +174,11 @@ def test_a_sweep_in_which_no_trial_finished_ends_failed_with_the_reason(
 
 @pytest.mark.parametrize("existing_store", [False, True], ids=["new-store", "existing-store"])
 def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(
-        store, reviews_csv, existing_store, run_textsweep, trial_runs, write_sweep_file, slow_sweep_file, start_sweep):
-    if existing_store:  # the store and the experiment exist already
-        assert run_textsweep(["train", "--config", str(write_sweep_file(store / "warm.yaml", name="owned", source=str(reviews_csv)))],
-                             store).returncode == 0
-    config = slow_sweep_file("owned")
+        store, reviews_csv, existing_store, client_of, trial_runs, slow_sweep_file, start_sweep):
+    if existing_store:  # the store and the experiment exist already: made by a client on the folder's store
+        client_of(store).create_experiment("owned")
+    # Two trials of 3 epochs: the winner holds the sweep for many seconds after both reach its lock.
+    config = slow_sweep_file("owned", max_trials=2)
     first, second = start_sweep(config, store), start_sweep(config, store)  # started together
     (_, err2), (_, err1) = second.communicate(timeout=600), first.communicate(timeout=600)
     outcomes = sorted([(first.returncode, err1), (second.returncode, err2)], key=lambda o: o[0])
@@ -176,7 +189,7 @@ def test_a_second_process_on_a_running_sweep_is_refused_and_names_the_first(
     assert f"sweep 'owned' is already running (process {owner_pid} on" in loser_err
     assert "--workers 2" in loser_err  # how to run in parallel instead
     runs = trial_runs(store, "owned")
-    assert sorted(r.data.tags["textsweep.trial_id"] for r in runs) == ["0", "1", "2"]  # each trial once
+    assert sorted(r.data.tags["textsweep.trial_id"] for r in runs) == ["0", "1"]  # each trial once
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
@@ -270,7 +283,9 @@ def sweep_state(folder: Path, name: str) -> dict:
 
 
 def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_partial_sweep(
-        store, reviews_csv, run_textsweep, trial_runs, write_sweep_file):
+        store, reviews_csv, monkeypatch, run_textsweep, trial_runs, use_own_store, write_sweep_file):
+    import textsweep
+
     config = write_sweep_file(
         store / "gone.yaml", name="gone", source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 1, "recurrent_dropout": 0.0},
@@ -291,8 +306,11 @@ def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_
     assert "Pass --restart to start the sweep afresh" in refused.stderr
     assert MlflowClient(f"sqlite:///{database}").get_experiment_by_name("gone") is None  # nothing created
 
-    restarted = run_textsweep(["sweep", "--config", str(config), "--quiet", "--restart"], store)
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    # The restart runs here, in this process: MLflow keeps one engine per store URI in a process,
+    # and this one opened the store only after the deletion (the first sweep ran in a process of
+    # its own), so it reads the new database. The refusals stay the commands a user types.
+    use_own_store(monkeypatch, store)
+    assert textsweep.sweep(config, quiet=True, restart=True).resumed is False
     runs = trial_runs(store, "gone")
     assert sorted((r.data.tags["textsweep.trial_id"], r.info.status) for r in runs) == [("0", "FINISHED"), ("1", "FINISHED")]
     new_run = sweep_state(store / "mlruns" / "tuner", "gone")["sweep_run_id"]
@@ -306,33 +324,46 @@ def test_tuner_state_whose_sqlite_store_was_deleted_is_refused_not_resumed_as_a_
 
 
 def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_partial_sweep(
-        tmp_path, reviews_csv, clean_env, mlflow_server, run_textsweep, write_sweep_file):
-    """Two real `mlflow server`s, one after the other, the same sweep file run from the same folder.
+        tmp_path, reviews_csv, monkeypatch, clean_env, mlflow_server, run_textsweep, write_sweep_file):
+    """Two real `mlflow server`s, the same sweep file run from the same folder on one, then the other.
 
-    Before, the second server ended with 1 of 4 trials: the chief resumed the first server's
-    KerasTuner state and ran only the trial it had left.
+    Before, the second server ended with 1 of N trials (with 2: 1 of 2): the chief resumed the
+    first server's KerasTuner state and ran only the trials it had left.
     """
+    import textsweep
+
     sweeps, work = tmp_path / "sweeps", tmp_path / "work"
     sweeps.mkdir(), work.mkdir()
     config = write_sweep_file(
         sweeps / "two.yaml", name="two-servers", source=str(reviews_csv),
         defaults={"max_features": 400, "embed_dim": 8, "lstm_out": 8, "batch_size": 64, "epochs": 1, "recurrent_dropout": 0.0},
-        search={"algorithm": "random", "max_trials": 4, "space": {"lstm_out": {"values": [4, 8]}, "embed_dim": {"values": [4, 8]}}},
+        search={"algorithm": "random", "max_trials": 2, "space": {"lstm_out": {"values": [4, 8]}, "embed_dim": {"values": [4, 8]}}},
     )
     command = ["sweep", "--config", str(config), "--quiet"]
-    server_env = clean_env()
+    # MLflow's job runner (huey consumers for its GenAI jobs) is no part of a tracking store, and
+    # without it a server starts on a third of the CPU.
+    server_env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     state_folder = sweeps / ".textsweep" / "tuner"  # with a remote store: beside the sweep file
+    # The sweeps that only make state (the first) or that the refusal points to (the restart) run
+    # here, in this process, as `textsweep.sweep`; the refusal is the command a user types.
+    monkeypatch.chdir(work)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)
 
-    with mlflow_server(f"sqlite:///{tmp_path / 'first.db'}", tmp_path, env=server_env, artifacts=tmp_path / "first") as first:
-        swept = run_textsweep(command, work, MLFLOW_TRACKING_URI=first)
-        assert swept.returncode == 0, swept.stderr[-3000:]
-        assert "4 finished trials" in swept.stdout
+    # Both servers start at once, their start-ups overlapping.
+    with contextlib.ExitStack() as servers, ThreadPoolExecutor(2) as starting:
+        first, second = starting.map(servers.enter_context, [
+            mlflow_server(f"sqlite:///{tmp_path / name}.db", tmp_path, env=server_env, artifacts=tmp_path / name)
+            for name in ("first", "second")])
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+        swept = textsweep.sweep(config, quiet=True)
+        assert len(swept.leaderboard) == 2  # what `textsweep sweep` prints as "2 finished trials"
         state = sweep_state(state_folder, "two-servers")
         assert state["store"] == first and state["experiment"] == "two-servers"
         assert MlflowClient(first).get_run(state["sweep_run_id"]).info.status == "FINISHED"
-    assert not (work / "mlruns").exists() and not (work / ".textsweep").exists()  # not in the working folder
+        assert not (work / "mlruns").exists() and not (work / ".textsweep").exists()  # not in the working folder
 
-    with mlflow_server(f"sqlite:///{tmp_path / 'second.db'}", tmp_path, env=server_env, artifacts=tmp_path / "second") as second:
         refused = run_textsweep(command, work, MLFLOW_TRACKING_URI=second)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
         assert [line for line in refused.stderr.splitlines() if line.startswith("textsweep:")] == [
@@ -344,13 +375,13 @@ def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_part
         client = MlflowClient(second)
         assert client.get_experiment_by_name("two-servers") is None  # nothing created on the second server
 
-        restarted = run_textsweep(command + ["--restart"], work, MLFLOW_TRACKING_URI=second)
-        assert restarted.returncode == 0, restarted.stderr[-3000:]
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+        assert textsweep.sweep(config, quiet=True, restart=True).resumed is False
         experiment = client.get_experiment_by_name("two-servers").experiment_id
         runs = client.search_runs([experiment])
         sweeps_run = [r for r in runs if r.data.tags["textsweep.kind"] == "sweep"]
         trials = [r for r in runs if r.data.tags["textsweep.kind"] == "trial"]
         assert len(sweeps_run) == 1 and sweeps_run[0].info.status == "FINISHED"
         assert sorted((r.data.tags["textsweep.trial_id"], r.info.status) for r in trials) == \
-            [(str(i), "FINISHED") for i in range(4)]  # the whole budget, not 1 of 4 trials
+            [(str(i), "FINISHED") for i in range(2)]  # the whole budget, not 1 of 2 trials
         assert sweep_state(state_folder, "two-servers")["store"] == second
