@@ -388,6 +388,9 @@ def mlflow_server():
                    "--backend-store-uri", backend_uri]
         if artifacts is not None:
             command += ["--artifacts-destination", str(artifacts)]
+        # Without MLflow's job runner (GenAI jobs, which textsweep never submits): the server is 2
+        # processes instead of 10, and starts on ~6 CPU-seconds instead of ~18.
+        env = env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         return http_server(command, cwd=workdir, env=env, ready_path="/health",
                            log=workdir / f"mlflow-server-{time.time_ns()}.log")
 

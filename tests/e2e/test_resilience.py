@@ -340,9 +340,7 @@ def test_tuner_state_of_another_tracking_server_is_refused_not_resumed_as_a_part
         search={"algorithm": "random", "max_trials": 2, "space": {"lstm_out": {"values": [4, 8]}, "embed_dim": {"values": [4, 8]}}},
     )
     command = ["sweep", "--config", str(config), "--quiet"]
-    # MLflow's job runner (huey consumers for its GenAI jobs) is no part of a tracking store, and
-    # without it a server starts on a third of the CPU.
-    server_env = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server_env = clean_env()
     state_folder = sweeps / ".textsweep" / "tuner"  # with a remote store: beside the sweep file
     # The sweeps that only make state (the first) or that the refusal points to (the restart) run
     # here, in this process, as `textsweep.sweep`; the refusal is the command a user types.
