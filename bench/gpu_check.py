@@ -16,7 +16,8 @@ Prints a table and then one JSON line (also written to `--json FILE`):
   folder): its trials, the GPU each ran on (`textsweep.gpu` tag), their kernels, and whether
   MLflow's GPU system metrics (`system/gpu_*`, needs `nvidia-ml-py`: the `gpu` extra) were logged.
 Without a GPU it says so and exits 0 after the CPU arms. `--smoke` shrinks everything to seconds
-on a CPU and also runs the sweep part there in one process (the test suite runs it).
+on a CPU, trains the arms of one device (GPU or CPU) in one process, and also runs the sweep part
+there in one process (the test suite runs it).
 
     python bench/gpu_check.py                 # on a GPU host: a few minutes
     python bench/gpu_check.py --json gpu.json
@@ -111,15 +112,17 @@ def process_gpu_memory_mib() -> float | None:
         pynvml.nvmlShutdown()
 
 
-def arm_in_subprocess(name: str, args: argparse.Namespace) -> dict:
+def arms_in_subprocess(names: list[str], args: argparse.Namespace) -> list[dict]:
+    """The arms `names`, all on the GPU or all on the CPU, one after another in a fresh process."""
     env = dict(os.environ)
-    if not ARMS[name][2]:
+    if not ARMS[names[0]][2]:
         env["CUDA_VISIBLE_DEVICES"] = ""  # a real CPU arm: TensorFlow sees no GPU at all
-    command = [sys.executable, str(Path(__file__).resolve()), "--arm", name, "--limit", str(args.limit),
+    command = [sys.executable, str(Path(__file__).resolve()), "--arm", *names, "--limit", str(args.limit),
                "--epochs", str(args.epochs)] + (["--smoke"] if args.smoke else [])
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"arm": name, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:300]}
+        error = (done.stderr.strip().splitlines() or ["?"])[-1][:300]
+        return [{"arm": name, "error": error} for name in names]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -221,18 +224,23 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=6000, help="rows of the bench data (default 6000)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per arm (default 2)")
     parser.add_argument("--json", type=Path, help="also write the report here")
-    parser.add_argument("--arm", choices=sorted(ARMS), help=argparse.SUPPRESS)  # one arm, in this process
+    parser.add_argument("--arm", nargs="+", choices=sorted(ARMS), help=argparse.SUPPRESS)  # arms, in this process
     args = parser.parse_args()
     if args.smoke:
         args.limit, args.epochs = 400, 1
     if args.arm:
-        print(json.dumps(run_arm(args.arm, args.smoke, args.limit, args.epochs)))
+        print(json.dumps([run_arm(name, args.smoke, args.limit, args.epochs) for name in args.arm]))
         return 0
 
     report = {"device": device_facts(), "arms": [], "ratios": {}, "sweep": None, "note": ""}
     gpus = len(report["device"]["gpus"])
     names = [name for name, (_, _, on_gpu) in ARMS.items() if gpus or not on_gpu]
-    report["arms"] = [arm_in_subprocess(name, args) for name in names]
+    # Each arm in a fresh process, so that its timing and GPU memory are its own; --smoke only checks
+    # that the bench runs, so there one process trains the arms of each device (a process start
+    # costs more than a smoke arm).
+    on_gpu = [name for name in names if ARMS[name][2]]
+    groups = [on_gpu, [name for name in names if name not in on_gpu]] if args.smoke else [[name] for name in names]
+    report["arms"] = [arm for group in groups if group for arm in arms_in_subprocess(group, args)]
     report["ratios"] = ratios(report["arms"])
     if gpus or args.smoke:
         report["sweep"] = tracked_sweep(gpus, args.smoke)

@@ -10,7 +10,7 @@ to the last < 5% (or < 50 MB). The ratio (RSS after the last trial / after trial
 
     python bench/memory_growth.py              # 10 trials, tracked
     python bench/memory_growth.py --untracked  # the same without MLflow
-    python bench/memory_growth.py --smoke      # seconds: 3 trials (CI)
+    python bench/memory_growth.py --smoke      # seconds: 2 trials, the fewest with a growth (CI)
 """
 
 from __future__ import annotations
@@ -78,11 +78,11 @@ def run_sweep(config, encoded, directory: Path, tracked: bool) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="small data, 3 trials")
+    parser.add_argument("--smoke", action="store_true", help="small data, 2 trials")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--untracked", action="store_true", help="without MLflow")
     args = parser.parse_args()
-    trials = 3 if args.smoke else args.trials
+    trials = 2 if args.smoke else args.trials
 
     workdir = scratch_directory(use_as_store=True)
     from textsweep.api import prepare_data
