@@ -47,8 +47,9 @@ def sweep_file(write_sweep_file, directory: Path, name: str, defaults: dict, *, 
         source="reviews.csv",
         data={"source": "reviews.csv", "seed": data_seed},
         defaults=defaults,
-        search={"algorithm": "random", "max_trials": trials, "space": {"embed_dim": {"values": [4, 8]}}},
-        # The trial, always: these tests are about registering and gating; test_candidates.py chooses.
+        # No linear reference: the trial is the only candidate, always, since these tests are about
+        # registering and gating (test_candidates.py chooses among kinds).
+        search={"algorithm": "random", "max_trials": trials, "reference": False, "space": {"embed_dim": {"values": [4, 8]}}},
         registry={"model_name": MODEL_NAME, "candidates": ["lstm"]},
     )
 

@@ -24,6 +24,8 @@ from typing import NoReturn
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # each runs a bench script end to end: tens of seconds
+
 BENCHES = ["tracking_overhead", "throughput_vs_seed", "search_efficiency", "data_prep_share", "memory_growth", "subword_vs_word"]
 RATIO_LINE = re.compile(r"ratio.*?(\d+\.\d+)\s*$")
 SCRIPT_TIMEOUT_S = 300  # a script still running then is killed (SIGALRM) and its test fails

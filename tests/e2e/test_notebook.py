@@ -14,7 +14,10 @@ def test_the_quickstart_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch, pr
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(name, raising=False)
     notebook = nbformat.read(project_root / "docs" / "quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    # Every cell has run and answered when execute() returns; a graceful shutdown would then wait
+    # seconds for the kernel (TensorFlow and MLflow loaded) to exit before killing it anyway.
+    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+                   shutdown_kernel="immediate").execute()
 
     outputs = {i: cell.get("outputs", []) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
     text = {i: "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in out) for i, out in outputs.items()}

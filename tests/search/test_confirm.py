@@ -3,12 +3,15 @@ its events, tracking's execution runs and leaderboard, the CLI's summary and `ru
 
 from __future__ import annotations
 
+import contextlib
+import io
 import statistics
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from textsweep import cli
 from textsweep.config import parse_config
 from textsweep.errors import ConfigError
 from textsweep.events import TrialObserver
@@ -72,10 +75,11 @@ class Recorder(TrialObserver):
 def test_the_top_trials_run_again_with_the_next_seeds_and_a_passed_deadline_leaves_the_rest_for_later(
     tmp_path, encoded_reviews, tiny_config
 ):
-    config = tiny_config(epochs=1, max_trials=3, confirm={"top": 2, "seeds": 3})
+    # 2 trials, both confirmed: their order shows the ranking (the CLI sweep below shows a trial left out)
+    config = tiny_config(epochs=1, max_trials=2, confirm={"top": 2, "seeds": 3})
     tuner = build_tuner(config, tmp_path / "t", num_classes=len(encoded_reviews.classes))
     tuner.search(encoded_reviews, **fit_arguments(config))
-    # The top 2 by best_val_accuracy, a tie to the earlier trial (the same choice after any resume).
+    # By best_val_accuracy, a tie to the earlier trial (the same choice after any resume).
     finished = sorted(tuner.oracle.trials.values(), key=lambda trial: (-trial.score, int(trial.trial_id)))
     best_two = [trial.trial_id for trial in finished[:2]]
 
@@ -114,19 +118,27 @@ CONFIRMED = "confirmed"
 
 
 @pytest.fixture(scope="module")
-def confirmed_sweep(tmp_path_factory, review_rows, write_sweep_file, run_textsweep):
-    """One sweep through the CLI: 4 trials of 1 epoch, the top 2 confirmed with 2 seeds each."""
+def confirmed_sweep(tmp_path_factory, review_rows, write_sweep_file, use_own_store):
+    """One sweep by the CLI: 3 trials of 1 epoch, the top 2 confirmed with 2 seeds each; the folder,
+    the sweep file and what the CLI printed.
+
+    `cli.main` in this process: the same command as `textsweep sweep`, without a process's seconds
+    of imports. The resume below, whose subject is a second run of the command, runs as a process.
+    """
     folder = tmp_path_factory.mktemp("confirm")
     review_rows(400, seed=7).to_csv(folder / "reviews.csv", index=False)
     config = write_sweep_file(
         folder / "confirm.yaml", name=CONFIRMED, source=str(folder / "reviews.csv"),
         defaults={"max_features": 300, "embed_dim": 8, "lstm_out": 4, "batch_size": 64, "epochs": 1, "recurrent_dropout": 0.0},
-        search={"algorithm": "random", "max_trials": 4, "reference": False, "confirm": {"top": 2, "seeds": 2},
+        search={"algorithm": "random", "max_trials": 3, "reference": False, "confirm": {"top": 2, "seeds": 2},
                 "space": {"embed_dim": {"values": [4, 8]}, "lstm_out": {"values": [2, 4]}, "batch_size": {"values": [32, 64]}}},
     )
-    result = run_textsweep(["sweep", "--config", str(config), "--quiet"], folder)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder, config, result.stdout
+    printed, errors = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        use_own_store(patch, folder)
+        exit_code = cli.main(["sweep", "--config", str(config), "--quiet"])
+    assert exit_code == 0, errors.getvalue()[-3000:]
+    return folder, config, printed.getvalue()
 
 
 def runs_by_kind(folder, kind):
@@ -136,14 +148,14 @@ def runs_by_kind(folder, kind):
 
 
 def test_confirmed_trials_hold_their_executions_and_the_mean_chooses_the_best(
-    confirmed_sweep, run_textsweep, monkeypatch, use_own_store
+    confirmed_sweep, monkeypatch, use_own_store, capsys
 ):
     folder, _, summary = confirmed_sweep
     client, trials = runs_by_kind(folder, "trial")
     _, executions = runs_by_kind(folder, "execution")
     sweep = runs_by_kind(folder, "sweep")[1][0]
     finished = {t.info.run_id: t for t in trials if t.info.status == "FINISHED"}
-    assert len(finished) == 4
+    assert len(finished) == 3
     top_two = {run_id: finished[run_id] for run_id in {e.data.tags["mlflow.parentRunId"] for e in executions}}
     others = [t for run_id, t in finished.items() if run_id not in top_two]
     # The top 2 by best_val_accuracy (ties with 1 epoch on 400 rows are common: at least as good as the rest).
@@ -167,7 +179,7 @@ def test_confirmed_trials_hold_their_executions_and_the_mean_chooses_the_best(
     assert not any("mean_val_accuracy" in t.data.metrics for t in others)
     assert sweep.data.tags["textsweep.confirmation"] == "complete: 2 of 2 further executions, 2 trials ranked by mean_val_accuracy"
 
-    use_own_store(monkeypatch, folder)  # the leaderboard reads MLflow's process-wide store
+    use_own_store(monkeypatch, folder)  # the leaderboard and `runs` read MLflow's process-wide store
     table = tracking.leaderboard(client, sweep.info.experiment_id, sweep.info.run_id, "val_accuracy")
     confirmed = table[table["mean_val_accuracy"].notna()]
     assert list(table.index[:2]) == list(confirmed.index)  # confirmed trials first ...
@@ -183,9 +195,11 @@ def test_confirmed_trials_hold_their_executions_and_the_mean_chooses_the_best(
              f"best_val_accuracy: trial {chosen['trial_id']}, {chosen['mean_val_accuracy']:.4f}"
     assert shown in summary and choice in summary
     assert "confirmation: 2 of 2 further executions; 2 trials ranked by the mean val_accuracy over their seeds" in summary
-    runs = run_textsweep(["runs", CONFIRMED], folder)
-    assert runs.returncode == 0, runs.stderr[-2000:]
-    assert "mean_val_accuracy ± std (seeds)" in runs.stdout and shown in runs.stdout and choice in runs.stdout
+    capsys.readouterr()
+    exit_code = cli.main(["runs", CONFIRMED])  # `textsweep runs`, in this process
+    runs = capsys.readouterr()
+    assert exit_code == 0, runs.err[-2000:]
+    assert "mean_val_accuracy ± std (seeds)" in runs.out and shown in runs.out and choice in runs.out
 
 
 def test_a_resumed_sweep_does_not_run_finished_executions_again(confirmed_sweep, run_textsweep):
