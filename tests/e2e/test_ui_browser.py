@@ -70,14 +70,9 @@ def sweep(tmp_path_factory, review_rows, write_sweep_file, use_own_store):
 
 @pytest.fixture(scope="module")
 def server(sweep, mlflow_server, clean_env):
-    """`mlflow server` on the sweep's store; run artifacts are file:// URIs it reads directly.
-
-    Without MLflow's job runner (huey worker processes for GenAI jobs, which none of these pages
-    use): it would cost seconds of CPU to start and to stop.
-    """
+    """`mlflow server` on the sweep's store; run artifacts are file:// URIs it reads directly."""
     root = sweep["root"]
-    environment = clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    with mlflow_server(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", root, env=environment) as url:
+    with mlflow_server(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}", root, env=clean_env()) as url:
         yield url
 
 
