@@ -264,9 +264,10 @@ def sweep_runs(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.Data
 def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResult:
     """Train the sweep file's `defaults` once, in one MLflow run; returns its id and test metrics."""
     config = resolve_config(config)
-    client = tracking.connect()
-    prepared, encoded = prepare_data(config, data)  # before any run exists: bad data leaves no run behind
+    # The data first: a mistake in it is reported in a second, before any store or run exists.
+    prepared, encoded = prepare_data(config, data)
     check_model_fits_data(config, prepared)
+    client = tracking.connect()
     import mlflow
     from keras.callbacks import TerminateOnNaN
 
@@ -317,14 +318,16 @@ def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool =
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
     callbacks = checked_callbacks(callbacks)
-    client = tracking.connect()
-    prepared, encoded = prepare_data(config, data)  # once: every trial only caps ids and pads
+    # The data first (once: every trial only caps ids and pads): a mistake in it is reported in a
+    # second, before any store or run exists (opening a new SQLite store takes ~3 s).
+    prepared, encoded = prepare_data(config, data)
     check_model_fits_data(config, prepared)
+    client = tracking.connect()
     from textsweep import search  # KerasTuner loads TensorFlow (seconds): only once the inputs are good
 
     directory = tracking.tuner_directory(config.name, sweep_file)
     started = time.monotonic()
-    with environment(search.local_chief_environment() if workers else {}):
+    with environment(search.local_chief_environment() if workers else {}), search.long_lived_objects_frozen():
         role = search.distributed_role() or "single"  # the one place a process learns its role
         if role == "worker":
             return join_sweep_as_worker(client, config, prepared, encoded, directory, quiet=quiet,

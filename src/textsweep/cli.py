@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -214,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         OPTION_STYLE.reset(style)
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+        if argv is None:  # the process's own command line: it exits next
+            # The interpreter's shutdown runs full garbage collections over every object that
+            # TensorFlow, Keras and MLflow hold: ~2 s after a sweep, measured. Frozen, they are
+            # skipped and the process ends at once; atexit handlers (MLflow's) still run.
+            gc.freeze()
 
 
 if __name__ == "__main__":

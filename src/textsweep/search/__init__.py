@@ -13,10 +13,10 @@ from textsweep.search.confirmation import confirm_top_trials, confirmation_text
 from textsweep.search.distributed import WorkerHeartbeat, distributed_role, local_chief_environment, oracle_address, serve_as_chief
 from textsweep.search.progress import ProgressBar
 from textsweep.search.state import owner_lock, resume_state, sweep_identity, write_state
-from textsweep.search.tuner import build_tuner, fit_arguments, run_search
+from textsweep.search.tuner import build_tuner, fit_arguments, long_lived_objects_frozen, run_search
 
 __all__ = [
     "ProgressBar", "WorkerHeartbeat", "build_tuner", "confirm_top_trials", "confirmation_text", "distributed_role",
-    "fit_arguments", "local_chief_environment", "oracle_address",
+    "fit_arguments", "local_chief_environment", "long_lived_objects_frozen", "oracle_address",
     "owner_lock", "resume_state", "run_search", "serve_as_chief", "sweep_identity", "write_state",
 ]

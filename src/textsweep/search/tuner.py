@@ -8,6 +8,7 @@ running trial at the wall-clock deadline, and otherwise leaves the loop to Keras
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -170,6 +171,28 @@ def run_search(
     with consecutive_failures_as_sweep_error(config):
         tuner.search(encoded, **fit_arguments(config, callbacks))
     return tuner
+
+
+@contextlib.contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the objects alive before the search out of Python's full garbage collections while it runs.
+
+    KerasTuner starts every trial with `keras.backend.clear_session()` and `gc.collect()`, and
+    clear_session collects too: three full collections a trial, each walking every object that
+    TensorFlow, Keras, MLflow and pandas hold (~800,000). Measured in a 3-trial CLI sweep of tiny
+    models: 4.4 s of its 23 s. `gc.freeze` moves the objects alive now where no collection walks;
+    what the trials build is still collected. Unfrozen after, so that objects of a notebook freed
+    during the search are collected as usual; left alone if the caller froze objects itself.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager
