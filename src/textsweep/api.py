@@ -264,10 +264,10 @@ def sweep_runs(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.Data
 def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResult:
     """Train the sweep file's `defaults` once, in one MLflow run; returns its id and test metrics."""
     config = resolve_config(config)
-    # The data first: a mistake in it is reported in a second, before any store or run exists.
-    prepared, encoded = prepare_data(config, data)
+    tracking.check_store()  # one message in seconds, before the data's work
+    prepared, encoded = prepare_data(config, data)  # before any run exists: bad data leaves no run behind
     check_model_fits_data(config, prepared)
-    client = tracking.connect()
+    client = tracking.connect()  # a new SQLite store is made only now (~3 s), once the data is good
     import mlflow
     from keras.callbacks import TerminateOnNaN
 
@@ -318,11 +318,10 @@ def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool =
     if workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
     callbacks = checked_callbacks(callbacks)
-    # The data first (once: every trial only caps ids and pads): a mistake in it is reported in a
-    # second, before any store or run exists (opening a new SQLite store takes ~3 s).
-    prepared, encoded = prepare_data(config, data)
+    tracking.check_store()  # one message in seconds, before the data's work
+    prepared, encoded = prepare_data(config, data)  # once: every trial only caps ids and pads
     check_model_fits_data(config, prepared)
-    client = tracking.connect()
+    client = tracking.connect()  # a new SQLite store is made only now (~3 s), once the data is good
     from textsweep import search  # KerasTuner loads TensorFlow (seconds): only once the inputs are good
 
     directory = tracking.tuner_directory(config.name, sweep_file)

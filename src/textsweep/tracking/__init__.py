@@ -23,5 +23,5 @@ from textsweep.tracking.runs import (
     log_sweep_outcome, log_sweep_summary, sweep_run,
 )
 from textsweep.tracking.store import (
-    connect, experiment_id, experiment_url, redact, sqlite_path, tracking_uri, tuner_directory, ui_command,
+    check_store, connect, experiment_id, experiment_url, redact, sqlite_path, tracking_uri, tuner_directory, ui_command,
 )

@@ -79,18 +79,29 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def connect(*, create: bool = True) -> MlflowClient:
-    """Point MLflow at the store and check that it answers, in seconds, before MLflow retries it.
-
-    `create=False` (commands that only read: runs, predict, promote) refuses a local store that
-    does not exist instead of creating an empty one.
-    """
+def check_store() -> None:
+    """The store answers (a server, a database) or can be written (a local SQLite file), checked in
+    seconds, before MLflow would retry it for minutes. Opens and creates nothing."""
     uri = tracking_uri()
     database = sqlite_path(uri)
     if uri.startswith(("http://", "https://")):
         check_server(uri)
     elif database is None and database_backend(uri) is not None:
         check_database(uri)
+    elif database is not None and database.parent.is_dir():
+        check_writable(database)  # a folder still to be made is made and checked by connect
+
+
+def connect(*, create: bool = True) -> MlflowClient:
+    """Point MLflow at the store, checked as check_store does, and open it.
+
+    `create=False` (commands that only read: runs, predict, promote) refuses a local store that
+    does not exist instead of creating an empty one.
+    """
+    uri = tracking_uri()
+    database = sqlite_path(uri)
+    if database is None:
+        check_store()
     if database is not None and not create and not database.is_file():
         raise TrackingError(
             f"there is no MLflow store here ({database} does not exist), so no sweep or model to read. Run this "
