@@ -1,6 +1,7 @@
 """search/tuner.py: KerasTuner's trial loop on textsweep's oracle, its events and the wall-clock deadline."""
 
 import time
+from pathlib import Path
 
 from textsweep.events import TrialObserver
 from textsweep.search.tuner import build_tuner, fit_arguments
@@ -67,3 +68,27 @@ def test_a_search_within_its_time_is_not_stopped_by_it(tmp_path, encoded_reviews
     tuner.search(encoded_reviews, **fit_arguments(config))
     assert len(tuner.oracle.trials) == 2 and not tuner.stopped_by_time
 
+
+
+def test_a_trial_run_again_writes_its_checkpoint_while_its_old_writer_still_holds_the_file(tmp_path, encoded_reviews, tiny_config):
+    """A worker silent for search.worker_timeout (stopped, hung) may be frozen while it writes its
+    trial's checkpoint, holding HDF5's lock on it; the worker that runs the trial again must not
+    fail with "unable to lock file". Here a real process holds the file open for writing."""
+    import subprocess
+    import sys
+
+    config = tiny_config(epochs=1, max_trials=1)
+    tuner = build_tuner(config, tmp_path / "t")
+    checkpoint = tuner._get_checkpoint_fname("0")  # KerasTuner's name for trial 0's best-epoch weights
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, h5py; f = h5py.File(sys.argv[1], 'w'); print('open', flush=True); "
+                               "sys.stdin.read()", checkpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "open\n"  # the file is open and locked for writing from here on
+        tuner.search(encoded_reviews, **fit_arguments(config))
+    finally:
+        holder.kill()
+        holder.wait()
+    trial = tuner.oracle.get_trial("0")
+    assert trial.status == "COMPLETED", trial.message
+    assert trial.score is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -82,6 +83,11 @@ class SweepTuner(kt.Tuner):
 
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_begin(trial)
+        # A trial runs again when its worker died or went silent. A silent worker (stopped, hung)
+        # may hold HDF5's lock on the checkpoint it was writing, and this trial's first checkpoint
+        # would fail with "unable to lock file"; a new file in the old one's place is not locked.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._get_checkpoint_fname(trial.trial_id))
         start = TrialStart(trial.trial_id, self.tuner_id, dict(trial.hyperparameters.values),
                            self.hypermodel.params(trial.hyperparameters), best=self.best_so_far())
         self._started[trial.trial_id] = start
