@@ -185,10 +185,11 @@ def long_lived_objects_frozen() -> Iterator[None]:
 
     KerasTuner starts every trial with `keras.backend.clear_session()` and `gc.collect()`, and
     clear_session collects too: three full collections a trial, each walking every object that
-    TensorFlow, Keras, MLflow and pandas hold (~800,000). Measured in a 3-trial CLI sweep of tiny
-    models: 4.4 s of its 23 s. `gc.freeze` moves the objects alive now where no collection walks;
-    what the trials build is still collected. Unfrozen after, so that objects of a notebook freed
-    during the search are collected as usual; left alone if the caller froze objects itself.
+    TensorFlow, Keras, MLflow and pandas hold (~650,000 in a `textsweep` process). Measured in a
+    3-trial CLI sweep of tiny models: 4.4 s of its 23 s (BENCHMARKS.md, section 11). `gc.freeze`
+    moves the objects alive now where no collection walks; what the trials build is still
+    collected. Unfrozen after, so that objects of a notebook freed during the search are
+    collected as usual; left alone if the caller froze objects itself.
     """
     if gc.get_freeze_count():
         yield
