@@ -197,6 +197,13 @@ def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line
+        # Python weighs a full garbage collection every ~70,000 new objects; while TensorFlow,
+        # Keras and MLflow import their ~650,000, that is ~10 full collections walking them all,
+        # ~1.2 s of every command (BENCHMARKS.md, section 11). Every ~700,000 instead: young
+        # objects are still collected at the usual pace, and KerasTuner collects fully every trial.
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, 100)
     args = build_parser().parse_args(argv)
     # SIGTERM (kill, timeout, docker stop, schedulers) ends a job as Ctrl-C does: its runs end
     # KILLED and the same command resumes it.
