@@ -100,18 +100,18 @@ def connect(*, create: bool = True) -> MlflowClient:
     """
     uri = tracking_uri()
     database = sqlite_path(uri)
-    if database is None:
+    if database is None:  # a server or a database
         check_store()
-    if database is not None and not create and not database.is_file():
+        mlflow.set_tracking_uri(uri)
+        return open_store(uri)
+    if not create and not database.is_file():
         raise TrackingError(
             f"there is no MLflow store here ({database} does not exist), so no sweep or model to read. Run this "
             "from the folder you ran `textsweep sweep` in (it holds mlruns/), or set MLFLOW_TRACKING_URI to the "
             "store you used"
         )
     mlflow.set_tracking_uri(uri)
-    if database is None:
-        return open_store(uri)
-    check_writable(database)
+    check_writable(database)  # makes the folder if need be
     # Two processes creating one SQLite store at once both run MLflow's migrations and one dies
     # in alembic; the first to take this lock creates it, the other then finds it ready. The OS
     # drops the lock of a process that dies.
