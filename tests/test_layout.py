@@ -65,7 +65,7 @@ def test_importing_the_search_loads_no_mlflow():
 # (a folder's modules may also import each other).
 LINES = [
     ["cli"], ["api"], ["registry"], ["candidates"], ["search", "tracking"], ["evaluation"], ["serving"], ["reference", "model"],
-    ["layers", "events", "vocab"], ["text"], ["data"], ["config", "devices", "plots"], ["errors"],
+    ["layers", "events", "vocab"], ["text"], ["data"], ["config", "devices", "plots"], ["errors", "interrupts"],
 ]
 RANK = {name: rank for rank, names in enumerate(LINES) for name in names}
 

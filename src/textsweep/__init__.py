@@ -27,7 +27,7 @@ checks it; TensorFlow loads only when a job needs it)::
     text/                           tokenizers, encoded splits, the input pipeline
     data/                           sources, cleaning, splits, fingerprint
     config.py  devices.py  plots.py the sweep file's typed config; where TensorFlow runs; figures
-    errors.py                       the errors a user can cause
+    errors.py  interrupts.py        the errors a user can cause; Ctrl-C and SIGTERM, never lost
 """
 
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from textsweep import tracking
+from textsweep import interrupts, tracking
 from textsweep.config import SweepConfig, load_config, params_with, parse_config
 from textsweep.data import PreparedData, load_data, prepare
 from textsweep.errors import ConfigError, DataError, RegistryError, SweepError
@@ -276,7 +277,7 @@ def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResul
     defaults = config.defaults
     params = defaults.model_copy(update={"max_features": encoded.cap_max_features(defaults.max_features, defaults.tokenizer)})
     encoded, maxlen = encoded.seen_by(params), encoded.maxlen_for(params)
-    with tracking.job_run(client, config, kind="train") as run:
+    with interrupts.recorded(signal.SIGINT), tracking.job_run(client, config, kind="train") as run:
         tracking.log_dataset_and_sweep_file(config, prepared)
         tracking.log_params(params, maxlen, encoded)
         model = build_model(params, len(encoded.classes))
@@ -326,7 +327,8 @@ def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool =
 
     directory = tracking.tuner_directory(config.name, sweep_file)
     started = time.monotonic()
-    with environment(search.local_chief_environment() if workers else {}), search.long_lived_objects_frozen():
+    with (environment(search.local_chief_environment() if workers else {}), search.long_lived_objects_frozen(),
+          interrupts.recorded(signal.SIGINT)):
         role = search.distributed_role() or "single"  # the one place a process learns its role
         if role == "worker":
             return join_sweep_as_worker(client, config, prepared, encoded, directory, quiet=quiet,

@@ -8,11 +8,10 @@ import logging
 import os
 import signal
 import sys
-import threading
 import warnings
 from pathlib import Path
 
-from textsweep import __version__
+from textsweep import __version__, interrupts
 from textsweep.errors import OPTION_STYLE, TextsweepError
 
 DEFAULT_SWEEP_FILE = "sweeps/quick.yaml"
@@ -59,7 +58,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"resume with the same command: textsweep sweep --config {args.config}",
             file=sys.stderr,
         )
-        return interrupted_exit_code(interrupt)
+        return interrupts.exit_code(interrupt)
     if result.role.startswith("worker"):
         print(f"{result.role}: no trial left, done after {result.elapsed_s / 60:.1f} min")
         return 0
@@ -181,21 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that a job ends the same way."""
-
-    signum = signal.SIGTERM
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(f"signal {signal.Signals(signum).name}")
-
-
-def interrupted_exit_code(interrupt: KeyboardInterrupt) -> int:
-    """128 + the signal's number, the shell's convention: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
-    return 128 + getattr(interrupt, "signum", signal.SIGINT)
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the process's own command line
         # Python weighs a full garbage collection every ~70,000 new objects; while TensorFlow,
@@ -205,23 +189,20 @@ def main(argv: list[str] | None = None) -> int:
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, 100)
     args = build_parser().parse_args(argv)
-    # SIGTERM (kill, timeout, docker stop, schedulers) ends a job as Ctrl-C does: its runs end
-    # KILLED and the same command resumes it.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     style = OPTION_STYLE.set("cli")  # errors name flags (--restart), not the API's keyword arguments
     try:
-        return args.handler(args)
+        # SIGTERM (kill, timeout, docker stop, schedulers) ends a job as Ctrl-C does: its runs end
+        # KILLED and the same command resumes it.
+        with interrupts.recorded(signal.SIGINT, signal.SIGTERM):
+            return args.handler(args)
     except TextsweepError as exc:
         print(f"textsweep: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print("\ntextsweep: interrupted", file=sys.stderr)
-        return interrupted_exit_code(interrupt)
+        return interrupts.exit_code(interrupt)
     finally:
         OPTION_STYLE.reset(style)
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
         if argv is None:  # the process's own command line: it exits next
             # The interpreter's shutdown runs full garbage collections over every object that
             # TensorFlow, Keras and MLflow hold: ~2 s after a sweep, measured. Frozen, they are

@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
+from textsweep import interrupts
 from textsweep.config import SWEPT_PARAMS, SpaceEntry, TrainingParams, params_with
 from textsweep.errors import ConfigError
 from textsweep.layers import RightPaddedRNN
@@ -178,6 +179,7 @@ class LstmHyperModel(kt.HyperModel):
         try:
             return build_model(params, self.num_classes)
         except Exception as exc:  # the weights may not fit on the GPU either
+            interrupts.raise_if_pending(exc)  # a second Ctrl-C, which TensorFlow may have replaced
             raise kt.errors.FailedTrialError(trial_failure(exc, params)) from exc
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, encoded: EncodedSplits, **fit_kwargs: Any):
@@ -187,6 +189,7 @@ class LstmHyperModel(kt.HyperModel):
         try:
             history = fit_model(model, params, encoded, **fit_kwargs)
         except Exception as exc:  # out of memory, a bad kernel, a bug: one trial's problem
+            interrupts.raise_if_pending(exc)  # a second Ctrl-C, which TensorFlow may have replaced
             raise kt.errors.FailedTrialError(trial_failure(exc, params)) from exc
         losses = history.history.get("loss", [])
         if any(math.isnan(loss) for loss in losses):
@@ -212,6 +215,17 @@ def trial_failure(exc: Exception, params: TrainingParams) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class InterruptBeforeBatch(keras.callbacks.Callback):
+    """Before every batch, the safe point of a fit: Ctrl-C or SIGTERM received meanwhile ends it
+    (textsweep.interrupts). Not after the batch: Keras may run end-of-batch hooks in a thread."""
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        interrupts.raise_if_pending()
+
+    def on_test_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        interrupts.raise_if_pending()
+
+
 # Validation only runs the model forward, and no layer depends on the batch, so a larger batch
 # gives the same predictions in fewer steps.
 VALIDATION_BATCH_SIZE = 512
@@ -232,4 +246,6 @@ def fit_model(model: keras.Model, params: TrainingParams, encoded: EncodedSplits
     val = encoded.dataset("val", params.max_features, maxlen, max(params.batch_size, VALIDATION_BATCH_SIZE))
     fit_kwargs.setdefault("epochs", params.epochs)
     fit_kwargs.setdefault("verbose", 0)
-    return model.fit(train, validation_data=val, shuffle=False, **fit_kwargs)  # `train` shuffles itself
+    fit_kwargs["callbacks"] = [*fit_kwargs.get("callbacks", ()), InterruptBeforeBatch()]
+    with interrupts.deferred():  # a signal inside TensorFlow would break it (textsweep.interrupts)
+        return model.fit(train, validation_data=val, shuffle=False, **fit_kwargs)  # `train` shuffles itself

@@ -99,6 +99,58 @@ def test_ctrl_c_or_sigterm_kills_the_running_trial_ends_the_sweep_and_says_how_t
     assert client.get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
 
 
+# Ctrl-C pressed once, mid-trial, inside code that loses a KeyboardInterrupt raised there, as
+# measured in sweeps (textsweep.interrupts): TensorFlow's graph tracing replaces it with an error of
+# its own, which KerasTuner records as the trial's failure; Python drops one raised in a finalizer.
+# A real signal from a real Keras callback: the sweep must still end interrupted.
+LOSES_CTRL_C = """
+import signal, sys
+import keras, textsweep
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, also under a background suite
+
+class Finalizer:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+class PressesCtrlC(keras.callbacks.Callback):
+    pressed = False  # on the class: KerasTuner copies callbacks for each trial
+
+    def on_train_batch_end(self, batch, logs=None):
+        if PressesCtrlC.pressed:
+            return
+        PressesCtrlC.pressed = True
+        if sys.argv[2] == "replaced":
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                raise AssertionError("Nesting violated for default stack of FuncGraph objects") from None
+        else:
+            Finalizer()  # freed at once: the KeyboardInterrupt raised in its __del__ is dropped
+
+try:
+    result = textsweep.sweep(sys.argv[1], quiet=True, callbacks=[PressesCtrlC()])
+except KeyboardInterrupt:
+    sys.exit("interrupted")
+print(f"finished: {len(result.leaderboard)} trials")
+"""
+
+
+@pytest.mark.parametrize("lost", ["replaced", "dropped"])
+def test_ctrl_c_that_a_library_loses_still_ends_the_sweep_and_kills_the_running_trial(
+        store, reviews_csv, lost, client_of, trial_runs, slow_sweep_file, run_command, venv_bin):
+    config = slow_sweep_file("lost", max_trials=2)
+    script = store / "loses_ctrl_c.py"
+    script.write_text(LOSES_CTRL_C)
+    done = run_command([str(venv_bin / "python"), str(script), str(config), lost], store)
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "interrupted", done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
+    runs = trial_runs(store, "lost")
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert client_of(store).get_run(runs[0].data.tags["mlflow.parentRunId"]).info.status == "KILLED"
+
+
 def test_changed_space_under_the_same_name_is_refused_until_restart(
         store, reviews_csv, monkeypatch, run_textsweep, trial_runs, use_own_store, write_sweep_file, start_sweep):
     import textsweep

@@ -2,7 +2,8 @@
 
 KerasTuner calls `on_trial_begin -> run_trial (on_epoch_end per epoch) -> on_trial_end`;
 `SweepTuner` turns each hook into an event (textsweep.events) for its observers, stops the
-running trial at the wall-clock deadline, and otherwise leaves the loop to KerasTuner.
+running trial at the wall-clock deadline, raises Ctrl-C and SIGTERM only at safe points
+(textsweep.interrupts), and otherwise leaves the loop to KerasTuner.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import keras_tuner as kt
 # is off; textsweep records it in the trial's run (failure.txt) and shows one line instead.
 from keras_tuner.src import config as keras_tuner_config
 
+from textsweep import interrupts
 from textsweep.config import SweepConfig
 from textsweep.errors import SweepError
 from textsweep.events import EpochEnd, SearchEnd, SearchStart, TrialEnd, TrialStart
@@ -76,10 +78,18 @@ class SweepTuner(kt.Tuner):
         ))
         completed = False
         try:
-            super().search(*fit_args, **fit_kwargs)
+            # Ctrl-C and SIGTERM stop the search at a trial's start or end or before a batch, never
+            # inside TensorFlow or an MLflow write (textsweep.interrupts).
+            with interrupts.deferred():
+                super().search(*fit_args, **fit_kwargs)
             completed = True
         finally:
             self.emit("search_ends", SearchEnd(stopped_by_time=self.stopped_by_time, completed=completed))
+
+    def pre_create_trial(self) -> None:
+        # A safe point: no trial starts after Ctrl-C (also while a worker asks an oracle still busy).
+        interrupts.raise_if_pending()
+        super().pre_create_trial()
 
     def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_begin(trial)
@@ -125,6 +135,7 @@ class SweepTuner(kt.Tuner):
         # the trial again on resume, and tracking supersedes the run it had finished.
         self.emit("trial_ends", TrialEnd(start, trial.status, trial.message, score, model if completed else None, best))
         super().on_trial_end(trial)
+        interrupts.raise_if_pending()  # a safe point: Ctrl-C during the trial's last steps keeps it
 
 
 class SweepHyperband(SweepTuner, kt.Hyperband):
