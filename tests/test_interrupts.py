@@ -32,7 +32,7 @@ def run(code: str) -> list[str]:
     return done.stdout.split("\n")[:-1]
 
 
-@pytest.mark.parametrize("signum, raised", [("SIGINT", "Interrupted 130"), ("SIGTERM", "Terminated 143")])
+@pytest.mark.parametrize("signum, raised", [("SIGINT", "KeyboardInterrupt 130"), ("SIGTERM", "Terminated 143")])
 def test_outside_a_search_a_signal_raises_where_it_lands(signum, raised):
     assert run(f"""
         with interrupts.recorded(signal.SIGINT, signal.SIGTERM):
@@ -59,7 +59,7 @@ def test_a_second_signal_raises_at_once():
             signal.raise_signal(signal.SIGINT)
             print(where_raised(lambda: signal.raise_signal(signal.SIGINT)))
             sys.exit(0)
-    """) == ["Interrupted 130"]
+    """) == ["KeyboardInterrupt 130"]
 
 
 def test_a_signal_received_in_a_search_is_raised_as_it_ends_at_the_latest():
@@ -72,7 +72,7 @@ def test_a_signal_received_in_a_search_is_raised_as_it_ends_at_the_latest():
         with interrupts.recorded(signal.SIGINT, signal.SIGTERM):
             print(where_raised(search))
         print(where_raised(lambda: None), signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    """) == ["Interrupted 130", "not raised True"]
+    """) == ["KeyboardInterrupt 130", "not raised True"]
 
 
 def test_an_interrupt_a_finalizer_drops_is_raised_at_the_next_safe_point_without_a_traceback():

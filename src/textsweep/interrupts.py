@@ -32,13 +32,7 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT): Python's KeyboardInterrupt, raised by textsweep's handler."""
-
-    signum = signal.SIGINT
-
-
-_RAISED = {signal.SIGINT: Interrupted, signal.SIGTERM: Terminated}
+_RAISED = {signal.SIGINT: KeyboardInterrupt, signal.SIGTERM: Terminated}
 _pending: signal.Signals | None = None  # the signal received and not yet seen to end the job
 _depth = 0  # `recorded` blocks entered: the outermost clears the record and owns the unraisable hook
 _deferring = 0  # `deferred` blocks entered
