@@ -75,6 +75,23 @@ def test_a_signal_received_in_a_search_is_raised_as_it_ends_at_the_latest():
     """) == ["KeyboardInterrupt 130", "not raised True"]
 
 
+def test_an_error_that_ends_the_job_while_a_signal_is_pending_is_reported_as_the_signal():
+    """Measured: SIGTERM inside a C extension's import became "ImportError: initialization failed"."""
+    assert run("""
+        def job():
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except KeyboardInterrupt:
+                raise ImportError("initialization failed") from None
+
+        def command():
+            with interrupts.recorded(signal.SIGINT, signal.SIGTERM):
+                job()
+
+        print(where_raised(command))
+    """) == ["Terminated 143"]
+
+
 def test_an_interrupt_a_finalizer_drops_is_raised_at_the_next_safe_point_without_a_traceback():
     """Python prints "Exception ignored" and drops an exception raised in `__del__`."""
     assert run("""

@@ -262,22 +262,25 @@ def sweep_runs(name: str, sweep_run_id: str | None = None) -> tuple[Any, pd.Data
 # ---------------------------------------------------------------- the jobs
 
 
+@interrupts.recorded(signal.SIGINT)
 def train(config: ConfigLike, *, data: pd.DataFrame | None = None) -> TrainResult:
     """Train the sweep file's `defaults` once, in one MLflow run; returns its id and test metrics."""
     config = resolve_config(config)
     tracking.check_store()  # one message in seconds, before the data's work
     prepared, encoded = prepare_data(config, data)  # before any run exists: bad data leaves no run behind
     check_model_fits_data(config, prepared)
-    client = tracking.connect()  # a new SQLite store is made only now (~3 s), once the data is good
-    import mlflow
-    from keras.callbacks import TerminateOnNaN
+    # From the store on, Ctrl-C waits for a safe point: a block's end, a batch (textsweep.interrupts).
+    with interrupts.deferred():
+        client = tracking.connect()  # a new SQLite store is made only now (~3 s), once the data is good
+        import mlflow
+        from keras.callbacks import TerminateOnNaN
 
-    from textsweep.model import build_model, fit_model
+        from textsweep.model import build_model, fit_model
 
     defaults = config.defaults
     params = defaults.model_copy(update={"max_features": encoded.cap_max_features(defaults.max_features, defaults.tokenizer)})
     encoded, maxlen = encoded.seen_by(params), encoded.maxlen_for(params)
-    with interrupts.recorded(signal.SIGINT), tracking.job_run(client, config, kind="train") as run:
+    with interrupts.deferred(), tracking.job_run(client, config, kind="train") as run:
         tracking.log_dataset_and_sweep_file(config, prepared)
         tracking.log_params(params, maxlen, encoded)
         model = build_model(params, len(encoded.classes))
@@ -304,6 +307,7 @@ def promote(config: ConfigLike, *, sweep_run_id: str | None = None, data: pd.Dat
     return promote_if_better(config, sweep_run_id=sweep_run_id, data=prepared)
 
 
+@interrupts.recorded(signal.SIGINT)
 def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool = False, restart: bool = False,
           workers: int = 0, callbacks: Sequence[Any] = (), stream: Any = None) -> SweepResult:
     """Run (or resume) the KerasTuner search of `config`, one nested MLflow run per trial.
@@ -322,13 +326,16 @@ def sweep(config: ConfigLike, *, data: pd.DataFrame | None = None, quiet: bool =
     tracking.check_store()  # one message in seconds, before the data's work
     prepared, encoded = prepare_data(config, data)  # once: every trial only caps ids and pads
     check_model_fits_data(config, prepared)
-    client = tracking.connect()  # a new SQLite store is made only now (~3 s), once the data is good
-    from textsweep import search  # KerasTuner loads TensorFlow (seconds): only once the inputs are good
+    # From the store on, Ctrl-C waits for a safe point: a block's end, a trial's start or end, a
+    # batch; never inside an MLflow write or TensorFlow (textsweep.interrupts).
+    with interrupts.deferred():
+        client = tracking.connect()  # a new SQLite store is made only now (~3 s), once the data is good
+        from textsweep import search  # KerasTuner loads TensorFlow (seconds): only once the inputs are good
 
     directory = tracking.tuner_directory(config.name, sweep_file)
     started = time.monotonic()
     with (environment(search.local_chief_environment() if workers else {}), search.long_lived_objects_frozen(),
-          interrupts.recorded(signal.SIGINT)):
+          interrupts.deferred()):
         role = search.distributed_role() or "single"  # the one place a process learns its role
         if role == "worker":
             return join_sweep_as_worker(client, config, prepared, encoded, directory, quiet=quiet,

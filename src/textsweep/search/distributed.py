@@ -28,6 +28,7 @@ from keras_tuner.engine.trial import TrialStatus
 from keras_tuner.src import protos
 from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
+from textsweep import interrupts
 from textsweep.config import SweepConfig
 from textsweep.errors import ConfigError
 from textsweep.events import TrialObserver, WorkerLost
@@ -154,6 +155,7 @@ def serve_oracle(tuner: kt.Tuner, poll: Callable[[Any], None] = lambda servicer:
     try:
         while not servicer.search_done():
             time.sleep(0.5)
+            interrupts.raise_if_pending()  # the chief's safe point: Ctrl-C stops it and its workers
             poll(servicer)
     finally:
         server.stop(grace=5).wait()
